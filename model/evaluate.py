@@ -1,0 +1,173 @@
+"""Evaluate a model folder with sacrebleu: BLEU and chrF per direction, strategy and domain.
+
+    python -m model.evaluate --weights weights/<name> --split test [--limit N] [--json PATH] [--update-card]
+
+The top-level figures are on the Tatoeba rows of the split (the corpus the headline targets
+refer to); `domains` holds the same figures for every domain of the split.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import sacrebleu
+import torch
+
+from model.checkpoint import CARD, LoadedModel, load
+from model.data import SplitRow, read_split
+from model.decoding import DecodeOptions, SpecialIds, decode
+from model.tokenizer import TranslationTokenizer
+from model.transformer import Transformer
+
+log = logging.getLogger("model.evaluate")
+
+STRATEGIES = {
+    "greedy": DecodeOptions(strategy="greedy"),
+    "beam4": DecodeOptions(strategy="beam", beam_size=4),
+}
+HEADLINE_SOURCE = "tatoeba"
+
+
+def special_ids(tokenizer: TranslationTokenizer) -> SpecialIds:
+    never = (tokenizer.unk_id, *tokenizer.lang_ids.values())
+    return SpecialIds(pad=tokenizer.pad_id, bos=tokenizer.bos_id, eos=tokenizer.eos_id, never=never)
+
+
+def default_max_new_tokens(source_len: int) -> int:
+    """Outputs rarely exceed twice the source; the slack covers wordier target languages."""
+    return min(2 * source_len + 10, 256)
+
+
+def translate_texts(
+    model: Transformer,
+    tokenizer: TranslationTokenizer,
+    texts: list[str],
+    target: str,
+    opts: DecodeOptions,
+    batch_size: int = 64,
+) -> list[str]:
+    """Translate many texts, batching sentences of similar length so little padding is decoded."""
+    device = model.embedding.weight.device
+    encoded = [tokenizer.encode_source(t, target) for t in texts]
+    order = sorted(range(len(texts)), key=lambda i: len(encoded[i]))
+    out: list[str] = [""] * len(texts)
+    special = special_ids(tokenizer)
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
+        longest = max(len(encoded[i]) for i in idx)
+        src = torch.full((len(idx), longest), tokenizer.pad_id, dtype=torch.long)
+        for row, i in enumerate(idx):
+            src[row, : len(encoded[i])] = torch.tensor(encoded[i])
+        batch_opts = DecodeOptions(**{**opts.__dict__, "max_new_tokens": default_max_new_tokens(longest)})
+        for i, hyps in zip(idx, decode(model, src.to(device), batch_opts, special)):
+            out[i] = tokenizer.decode(hyps[0].ids)
+    return out
+
+
+def score(hypotheses: list[str], references: list[str]) -> dict:
+    return {
+        "bleu": round(sacrebleu.corpus_bleu(hypotheses, [references]).score, 2),
+        "chrf": round(sacrebleu.corpus_chrf(hypotheses, [references]).score, 2),
+        "sentences": len(references),
+    }
+
+
+def directions_of(row: SplitRow) -> dict[str, tuple[str, str, str]]:
+    """direction -> (source text, reference, target language)."""
+    return {"es-en": (row.es, row.en, "en"), "en-es": (row.en, row.es, "es")}
+
+
+def evaluate_rows(
+    model: Transformer, tokenizer: TranslationTokenizer, rows: list[SplitRow], strategies: list[str], batch_size: int = 64
+) -> dict:
+    """Scores for every direction x strategy, overall per domain and on the Tatoeba rows."""
+    results: dict = {"domains": defaultdict(lambda: defaultdict(dict))}
+    for direction in ("es-en", "en-es"):
+        for name in strategies:
+            sources = [directions_of(r)[direction][0] for r in rows]
+            target = directions_of(rows[0])[direction][2]
+            hyps = translate_texts(model, tokenizer, sources, target, STRATEGIES[name], batch_size)
+            refs = [directions_of(r)[direction][1] for r in rows]
+            by_domain: dict[str, list[int]] = defaultdict(list)
+            for i, r in enumerate(rows):
+                by_domain[r.domain].append(i)
+            for domain, idx in by_domain.items():
+                results["domains"][domain][direction][name] = score([hyps[i] for i in idx], [refs[i] for i in idx])
+            headline = [i for i, r in enumerate(rows) if r.source == HEADLINE_SOURCE] or list(range(len(rows)))
+            results.setdefault(direction, {})[name] = score([hyps[i] for i in headline], [refs[i] for i in headline])
+            log.info("%s %s: %s", direction, name, results[direction][name])
+    results["domains"] = json.loads(json.dumps(results["domains"]))
+    return results
+
+
+def limit_per_domain(rows: list[SplitRow], limit: int | None) -> list[SplitRow]:
+    if not limit:
+        return rows
+    seen: dict[str, int] = defaultdict(int)
+    kept = []
+    for r in rows:
+        if seen[r.domain] < limit:
+            kept.append(r)
+            seen[r.domain] += 1
+    return kept
+
+
+def update_card(loaded: LoadedModel, split: str, results: dict, meta: dict) -> None:
+    card_path = loaded.path / CARD
+    card = json.loads(card_path.read_text()) if card_path.exists() else {}
+    card.setdefault("metrics", {})[split] = {**results, **meta}
+    card_path.write_text(json.dumps(card, indent=2, ensure_ascii=False) + "\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m model.evaluate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--weights", required=True, type=Path, help="model folder (config.json, tokenizer.json, ...)")
+    p.add_argument("--split", default="test", choices=["train", "dev", "test"])
+    p.add_argument("--data", default=Path("data/splits"), type=Path, help="folder written by `python -m model.data`")
+    p.add_argument("--limit", type=int, default=None, help="at most N sentences per domain")
+    p.add_argument("--strategies", default="greedy,beam4", help="comma list of: " + ", ".join(STRATEGIES))
+    p.add_argument("--json", type=Path, default=None, help="write the scores to this file")
+    p.add_argument("--update-card", action="store_true", help="record the scores in the model's card.json")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--batch-size", type=int, default=64)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    args = build_parser().parse_args(argv)
+    split_file = args.data / f"{args.split}.tsv"
+    if not split_file.is_file():
+        raise SystemExit(f"{split_file} not found: run `python -m model.data` first")
+    device = "cuda" if args.device == "auto" and torch.cuda.is_available() else ("cpu" if args.device == "auto" else args.device)
+    loaded = load(args.weights, device=device)
+    rows = limit_per_domain(read_split(split_file), args.limit)
+    strategies = [s for s in args.strategies.split(",") if s]
+    unknown = set(strategies) - set(STRATEGIES)
+    if unknown:
+        raise SystemExit(f"unknown strategies {sorted(unknown)}; choose from {sorted(STRATEGIES)}")
+    started = time.perf_counter()
+    results = evaluate_rows(loaded.model, loaded.tokenizer, rows, strategies, args.batch_size)
+    meta = {
+        "split": args.split,
+        "limit_per_domain": args.limit,
+        "device": str(loaded.device),
+        "seconds": round(time.perf_counter() - started, 1),
+        "command": "python -m model.evaluate " + " ".join(argv if argv is not None else __import__("sys").argv[1:]),
+    }
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({**results, "meta": meta}, indent=2) + "\n")
+    if args.update_card:
+        update_card(loaded, args.split, results, meta)
+    print(json.dumps({k: v for k, v in results.items() if k != "domains"}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
