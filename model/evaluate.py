@@ -53,7 +53,9 @@ def translate_texts(
 ) -> list[str]:
     """Translate many texts, batching sentences of similar length so little padding is decoded."""
     device = model.embedding.weight.device
-    encoded = [tokenizer.encode_source(t, target) for t in texts]
+    limit = model.cfg.max_len
+    # Sources past the model's positions keep their head and their </s>.
+    encoded = [ids if len(ids) <= limit else [*ids[: limit - 1], tokenizer.eos_id] for ids in (tokenizer.encode_source(t, target) for t in texts)]
     order = sorted(range(len(texts)), key=lambda i: len(encoded[i]))
     out: list[str] = [""] * len(texts)
     special = special_ids(tokenizer)
@@ -63,7 +65,8 @@ def translate_texts(
         src = torch.full((len(idx), longest), tokenizer.pad_id, dtype=torch.long)
         for row, i in enumerate(idx):
             src[row, : len(encoded[i])] = torch.tensor(encoded[i])
-        batch_opts = DecodeOptions(**{**opts.__dict__, "max_new_tokens": default_max_new_tokens(longest)})
+        max_new = min(default_max_new_tokens(longest), limit - 1)
+        batch_opts = DecodeOptions(**{**opts.__dict__, "max_new_tokens": max_new})
         for i, hyps in zip(idx, decode(model, src.to(device), batch_opts, special)):
             out[i] = tokenizer.decode(hyps[0].ids)
     return out

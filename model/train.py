@@ -1,6 +1,6 @@
 """Train one Transformer for both directions (es->en and en->es) on the splits of `model.data`.
 
-    python -m model.train --run runs/base --export weights/<name> --max-minutes 60
+    python -m model.train --run-dir runs/base --export weights/<name> --max-minutes 60
     torchrun --nproc_per_node=2 -m model.train ...        # DDP: gloo on CPU, nccl on CUDA
 
 Label smoothing, warmup, length-bucketed token batches, gradient clipping, a checkpoint every few
@@ -26,6 +26,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
@@ -141,19 +142,23 @@ def token_batches(examples: list[Example], max_tokens: int, rng: random.Random) 
     return batches
 
 
-def collate(batch: list[Example], pad: int, bos: int, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(src, decoder input = <s> + target[:-1], labels = target), right-padded."""
+def collate(batch: list[Example], pad: int, bos: int, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+    """(src, decoder input = <s> + target[:-1], labels = target, target token count), right-padded.
+
+    Built in numpy on the CPU while the GPU still runs the previous step (nothing here waits for it).
+    """
     s_len = max(len(e.src) for e in batch)
     t_len = max(len(e.tgt) for e in batch)
-    src = torch.full((len(batch), s_len), pad, dtype=torch.long)
-    dec_in = torch.full((len(batch), t_len), pad, dtype=torch.long)
-    labels = torch.full((len(batch), t_len), pad, dtype=torch.long)
+    src = np.full((len(batch), s_len), pad, dtype=np.int64)
+    labels = np.full((len(batch), t_len), pad, dtype=np.int64)
     for i, e in enumerate(batch):
-        src[i, : len(e.src)] = torch.tensor(e.src)
-        dec_in[i, 0] = bos
-        dec_in[i, 1 : len(e.tgt)] = torch.tensor(e.tgt[:-1])
-        labels[i, : len(e.tgt)] = torch.tensor(e.tgt)
-    return src.to(device, non_blocking=True), dec_in.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+        src[i, : len(e.src)] = e.src
+        labels[i, : len(e.tgt)] = e.tgt
+    # Shifted right: position t sees <s> and targets before t (a trailing </s> input meets a padded label).
+    dec_in = np.concatenate([np.full((len(batch), 1), bos, dtype=np.int64), labels[:, :-1]], axis=1)
+    n_tokens = sum(len(e.tgt) for e in batch)
+    to = lambda a: torch.from_numpy(a).to(device, non_blocking=True)  # noqa: E731
+    return to(src), to(dec_in), to(labels), n_tokens
 
 
 # --- optimisation -----------------------------------------------------------------------------
@@ -225,7 +230,7 @@ class Trainer:
         self.main = self.rank == 0
         args.run.mkdir(parents=True, exist_ok=True)
         splits = args.data
-        train_rows = read_split(splits / "train.tsv")
+        train_rows = [r for r in read_split(splits / "train.tsv") if not args.only_sources or r.source.split(":")[0] in args.only_sources.split(",")]
         self.dev_rows = limit_per_domain(read_split(splits / "dev.tsv"), args.dev_limit)
         self.tok = self._shared_tokenizer(train_rows)
         self.examples = encode_examples(train_rows, self.tok, args.max_sentence_tokens)
@@ -237,7 +242,8 @@ class Trainer:
         )
         torch.manual_seed(args.seed)  # identical initial weights on every rank
         self.model = Transformer(cfg).to(self.device)
-        self.opt = torch.optim.AdamW(self.model.parameters(), lr=args.lr, betas=(0.9, 0.98), eps=1e-9, weight_decay=args.weight_decay)
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=args.lr, betas=(0.9, 0.98), eps=1e-9, weight_decay=args.weight_decay,
+                                     fused=self.device.type == "cuda")
         self.state = {"step": 0, "epoch": 0, "batch": 0, "elapsed": 0.0, "best_bleu": -1.0, "history": []}
         ckpt = args.run / CHECKPOINT
         if args.resume and ckpt.exists():
@@ -272,8 +278,9 @@ class Trainer:
         per_rank = len(batches) // self.world  # equal counts, or DDP ranks would wait on each other
         return batches[self.rank : per_rank * self.world : self.world]
 
-    def train_step(self, batch: list[Example]) -> tuple[float, int]:
-        src, dec_in, labels = collate(batch, self.tok.pad_id, self.tok.bos_id, self.device)
+    def train_step(self, batch: list[Example]) -> tuple[torch.Tensor, int]:
+        """One optimiser step; returns the loss as a tensor so the GPU is never waited on here."""
+        src, dec_in, labels, n_tokens = collate(batch, self.tok.pad_id, self.tok.bos_id, self.device)
         lr = learning_rate(self.args, self.state["step"], self.budget_fraction())
         for group in self.opt.param_groups:
             group["lr"] = lr
@@ -285,7 +292,7 @@ class Trainer:
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.args.clip)
         self.opt.step()
         self.state["step"] += 1
-        return loss.item(), int((labels != self.tok.pad_id).sum())
+        return loss.detach(), n_tokens
 
     def run(self) -> None:
         last_ckpt = time.monotonic()
@@ -305,7 +312,8 @@ class Trainer:
                 tokens += n * self.world
                 rate = tokens / max(time.monotonic() - started, 1e-6)
                 bar.update(1)
-                bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{rate:,.0f}", eta=self.eta(len(batches) - i - 1))
+                if i % 20 == 0:  # reading the loss waits for the GPU, so only now and then
+                    bar.set_postfix(loss=f"{loss.item():.3f}", tok_s=f"{rate:,.0f}", eta=self.eta(len(batches) - i - 1))
                 if self.main and time.monotonic() - last_ckpt > self.args.checkpoint_minutes * 60:
                     save_checkpoint(self.args.run / CHECKPOINT, self.model, self.opt, self.state)
                     last_ckpt = time.monotonic()
@@ -381,7 +389,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m model.train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     a = p.add_argument
     a("--data", type=Path, default=Path("data/splits"), help="folder with train/dev/test.tsv from `python -m model.data`")
-    a("--run", type=Path, default=Path("runs/base"), help="folder for the tokenizer, checkpoint and history")
+    a("--run-dir", dest="run", type=Path, default=Path("runs/base"), help="folder for the tokenizer, checkpoint and history")
     a("--export", type=Path, default=None, help="model folder to write the best model to, e.g. weights/es-en-tatoeba")
     a("--name", default=None, help="model name recorded in the folder (default: the folder's name)")
     a("--resume", action="store_true", help="continue from RUN/checkpoint.pt if it exists")
@@ -410,6 +418,7 @@ def build_parser() -> argparse.ArgumentParser:
     a("--eval-every", type=int, default=1, help="epochs between dev evaluations")
     a("--dev-limit", type=int, default=500, help="dev sentences per domain for the per-epoch BLEU")
     a("--eval-batch-size", type=int, default=128)
+    a("--only-sources", default="", help='train on these sources of the split only, e.g. "tatoeba"')
     a("--domain-weights", default="", help='per-domain sampling weights, e.g. "conversation=1,bible=0.3"')
     a("--device", default="auto", help="auto, cpu or cuda")
     a("--threads", type=int, default=None, help="CPU threads per process")
