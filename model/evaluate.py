@@ -133,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="test", choices=["train", "dev", "test"])
     p.add_argument("--data", default=Path("data/splits"), type=Path, help="folder written by `python -m model.data`")
     p.add_argument("--limit", type=int, default=None, help="at most N sentences per domain")
+    p.add_argument("--domains", default="", help="comma list of domains to evaluate (default: all in the split)")
     p.add_argument("--strategies", default="greedy,beam4", help="comma list of: " + ", ".join(STRATEGIES))
     p.add_argument("--json", type=Path, default=None, help="write the scores to this file")
     p.add_argument("--update-card", action="store_true", help="record the scores in the model's card.json")
@@ -149,7 +150,8 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"{split_file} not found: run `python -m model.data` first")
     device = "cuda" if args.device == "auto" and torch.cuda.is_available() else ("cpu" if args.device == "auto" else args.device)
     loaded = load(args.weights, device=device)
-    rows = limit_per_domain(read_split(split_file), args.limit)
+    domains = set(filter(None, args.domains.split(",")))
+    rows = limit_per_domain([r for r in read_split(split_file) if not domains or r.domain in domains], args.limit)
     strategies = [s for s in args.strategies.split(",") if s]
     unknown = set(strategies) - set(STRATEGIES)
     if unknown:
@@ -159,6 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     meta = {
         "split": args.split,
         "limit_per_domain": args.limit,
+        "domains": sorted({r.domain for r in rows}),
         "device": str(loaded.device),
         "seconds": round(time.perf_counter() - started, 1),
         "command": "python -m model.evaluate " + " ".join(argv if argv is not None else __import__("sys").argv[1:]),
