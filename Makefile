@@ -4,7 +4,7 @@ BIN := $(VENV)/bin
 HOST ?= 0.0.0.0
 PORT ?= 8000
 
-.PHONY: setup serve test data train evaluate clean
+.PHONY: setup serve test data clean peers
 
 # Idempotent: re-running only installs what changed in pyproject.toml.
 $(BIN)/python:
@@ -29,3 +29,8 @@ data: setup
 
 clean:
 	rm -rf $(VENV) .pytest_cache
+
+# Optional peers for bench.quality / bench.engine / bench.serve_peers; `make test` never needs them.
+peers: setup
+	apt-get update && apt-get install -y apertium apertium-eng-spa apertium-apy
+	$(BIN)/pip install --quiet ctranslate2 matplotlib

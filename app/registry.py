@@ -1,0 +1,74 @@
+"""Finding, loading and warming up the models under WEIGHTS_DIR."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+
+from model.checkpoint import CONFIG, LoadedModel, ModelLoadError, load
+from model.decoding import DecodeOptions, SpecialIds, decode
+
+log = logging.getLogger("app.registry")
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+WARMUP_TEXT = "Hola, ¿qué tal?"
+
+
+def resolve_device(setting: str) -> torch.device:
+    if setting == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if setting == "cuda" and not torch.cuda.is_available():
+        raise ModelLoadError("DEVICE=cuda but torch sees no CUDA device")
+    return torch.device(setting)
+
+
+def resolve_dtype(setting: str, device: torch.device) -> torch.dtype:
+    """Half precision only on CUDA: on CPU it is slower than float32, not faster."""
+    if setting != "auto":
+        return DTYPES[setting]
+    if device.type != "cuda":
+        return torch.float32
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def model_folders(weights_dir: Path) -> list[Path]:
+    if not weights_dir.is_dir():
+        return []
+    return sorted(p for p in weights_dir.iterdir() if (p / CONFIG).is_file())
+
+
+def special_ids(loaded: LoadedModel) -> SpecialIds:
+    """A translation never contains <unk> (byte fallback covers every character) or a language tag."""
+    tok = loaded.tokenizer
+    return SpecialIds(pad=tok.pad_id, bos=tok.bos_id, eos=tok.eos_id, never=(tok.unk_id, *tok.lang_ids.values()))
+
+
+def load_all(weights_dir: Path, device_setting: str, dtype_setting: str) -> dict[str, LoadedModel]:
+    """Every model folder under `weights_dir`, loaded and warmed up; ModelLoadError names the culprit."""
+    folders = model_folders(weights_dir)
+    if not folders:
+        raise ModelLoadError(f"no model folder (one holding {CONFIG}) under {weights_dir}")
+    device = resolve_device(device_setting)
+    dtype = resolve_dtype(dtype_setting, device)
+    models: dict[str, LoadedModel] = {}
+    for folder in folders:
+        loaded = load(folder, device, dtype)
+        if loaded.name in models:
+            raise ModelLoadError(f"{folder}: a model named {loaded.name!r} is already loaded from "
+                                 f"{models[loaded.name].path}")
+        warm_up(loaded)
+        models[loaded.name] = loaded
+        log.info("loaded %s from %s on %s as %s", loaded.name, folder, device, str(dtype).removeprefix("torch."))
+    return models
+
+
+def warm_up(loaded: LoadedModel) -> None:
+    """Run both strategies once per direction, so the first caller does not pay for kernel setup."""
+    last_layer = loaded.config.decoder_layers - 1
+    for strategy in ("greedy", "beam"):
+        opts = DecodeOptions(strategy=strategy, max_new_tokens=8, top_k=3, cross_attention_layers=(last_layer,))
+        for _, target in loaded.directions:
+            ids = loaded.tokenizer.encode_source(WARMUP_TEXT, target)
+            decode(loaded.model, torch.tensor([ids], device=loaded.device), opts, special_ids(loaded))

@@ -1,0 +1,49 @@
+"""Every setting of the service, read once from environment variables (names as below, upper case)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore")
+
+    host: str = Field("0.0.0.0", description="Address `python -m app` listens on.")
+    port: int = Field(8000, ge=1, le=65535, description="Port `python -m app` listens on.")
+    weights_dir: Path = Field(Path("weights"), description="Folder whose every sub-folder is a model to serve.")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: cuda when present, else cpu.")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="auto: float32 on CPU; bfloat16 on CUDA (float16 where the GPU lacks bf16)."
+    )
+    torch_threads: int = Field(
+        0, ge=0, description="CPU threads torch may use; 0 keeps its default (every core it sees, which in a "
+        "container can be far more than the container's CPU quota)."
+    )
+
+    max_chars: int = Field(2000, ge=1, description="Characters per text.")
+    max_source_tokens: int = Field(256, ge=2, description="Source tokens per text (tag and </s> included).")
+    max_items: int = Field(32, ge=1, description="Texts per request.")
+    max_beam_size: int = Field(8, ge=1, description="Largest decoding.beam_size.")
+    max_top_k: int = Field(10, ge=0, description="Largest output.top_k.")
+    max_new_tokens: int = Field(256, ge=1, description="Largest decoding.max_new_tokens.")
+    max_queue: int = Field(256, ge=1, description="Texts admitted and not yet answered; beyond it, 429.")
+    request_timeout_s: float = Field(30.0, gt=0, description="Queueing plus decoding time before a 503.")
+    max_body_bytes: int = Field(512 * 1024, ge=1024, description="Request body size, checked before parsing; 413.")
+
+    batching: bool = Field(True, description="Decode concurrent requests together.")
+    batch_window_ms: float = Field(10.0, ge=0, description="How long the first text of a batch waits for company.")
+    batch_max_items: int = Field(32, ge=1, description="Texts per decoded batch.")
+    batch_max_tokens: int = Field(8192, ge=1, description="Padded source tokens per batch (texts x longest).")
+
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="Logging level; `info` logs one JSON line per request."
+    )
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lower(cls, value):
+        return value.lower() if isinstance(value, str) else value

@@ -1,0 +1,450 @@
+"""The model-facing service: checks requests against the limits, queues their texts for batched
+decoding, and turns `Hypothesis` objects into the answers of DESIGN §3.
+
+Requests go through two stages so that every refusal is a proper HTTP status: `prepare` (checks,
+encoding; raises InputError or Unavailable) and then `translate` or `stream`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import astuple, dataclass, field, replace
+
+import torch
+
+from app.batching import Admission, Batcher, QueueFull
+from app.errors import InputError, Unavailable
+from app.metrics import Metrics
+from app.registry import load_all, special_ids
+from app.schemas import Output, StreamRequest, TranslateRequest
+from app.settings import Settings
+from model.checkpoint import LoadedModel, ModelLoadError
+from model.decoding import DecodeOptions, Hypothesis, KVCache, Step, TopToken, decode
+from model.evaluate import default_max_new_tokens
+from model.tokenizer import LANGUAGES
+
+log = logging.getLogger("app.translator")
+
+# Seconds a refused client should wait: a full queue drains within a few batches; loading takes longer.
+RETRY_BUSY_S, RETRY_TIMEOUT_S, RETRY_LOADING_S = 1, 5, 10
+
+
+@dataclass
+class Job:
+    """The checked, encoded texts of one request and the options they decode with."""
+
+    loaded: LoadedModel
+    source_ids: list[list[int]]
+    options: DecodeOptions
+    output: Output
+    layers: list[int]  # attention layers to report, non-negative, in the order asked
+    auto_length: bool  # max_new_tokens was not given: options hold its upper bound, see _sized
+    record: dict = field(default_factory=dict)  # fields for the request's log line
+
+
+@dataclass
+class _Item:
+    """One text as the batcher carries it."""
+
+    loaded: LoadedModel
+    source_ids: list[int]
+    options: DecodeOptions
+    auto_length: bool
+
+
+class Translator:
+    def __init__(self, settings: Settings, metrics: Metrics):
+        self.settings, self.metrics = settings, metrics
+        self.models: dict[str, LoadedModel] = {}
+        self.problem: str | None = None  # why no model is served, once loading failed
+        # One thread: the device runs one batch at a time anyway, and CUDA state stays on one thread.
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="decode")
+        self.admission = Admission(settings.max_queue, metrics)
+        self.batcher = Batcher(
+            self._decode_batch, self.executor, metrics,
+            window_s=settings.batch_window_ms / 1000 if settings.batching else 0.0,
+            max_items=settings.batch_max_items, max_tokens=settings.batch_max_tokens,
+        )
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Load and warm up every model (on the decode thread), then accept translations."""
+        self.batcher.start()
+        s, loop = self.settings, asyncio.get_running_loop()
+        if s.torch_threads:  # set on the decode thread itself: once a thread exists, its count is its own
+            await loop.run_in_executor(self.executor, torch.set_num_threads, s.torch_threads)
+        try:
+            self.models = await loop.run_in_executor(self.executor, load_all, s.weights_dir, s.device, s.dtype)
+        except ModelLoadError as e:
+            self.problem = str(e)
+            log.error("serving no model: %s", e)
+        except Exception as e:  # e.g. out of device memory in warm-up: still say why we are not ready
+            self.problem = f"{type(e).__name__}: {e}"
+            log.exception("serving no model: loading failed")
+
+    async def stop(self) -> None:
+        await self.batcher.stop()
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
+    @property
+    def ready(self) -> bool:
+        return bool(self.models)
+
+    def check_ready(self) -> None:
+        if self.problem:
+            raise Unavailable(503, "no model could be loaded; the server log says why", RETRY_LOADING_S)
+        if not self.ready:
+            raise Unavailable(503, "the models are still loading", RETRY_LOADING_S)
+
+    # --- catalogue -------------------------------------------------------------------------
+
+    def languages(self) -> list[dict]:
+        self.check_ready()
+        targets: dict[str, set[str]] = {}
+        for loaded in self.models.values():
+            for source, target in loaded.directions:
+                targets.setdefault(source, set()).add(target)
+        return [{"code": c, "name": LANGUAGES[c], "targets": sorted(t)} for c, t in sorted(targets.items())]
+
+    def model_infos(self) -> list[dict]:
+        self.check_ready()
+        return [
+            {
+                "name": m.name,
+                "directions": [{"source": s, "target": t} for s, t in m.directions],
+                "parameters": m.model.num_parameters(),
+                "device": str(m.device),
+                "dtype": str(m.dtype).removeprefix("torch."),
+                "weights_sha256": m.weights_sha256,
+                "max_source_tokens": self._source_token_limit(m)[0],
+                "config": m.config.to_dict(),
+                "metrics": m.card.get("metrics", {}),
+            }
+            for m in self.models.values()
+        ]
+
+    # --- checking a request ----------------------------------------------------------------
+
+    def prepare(self, req: TranslateRequest | StreamRequest) -> Job:
+        """Check `req` against the limits and the loaded models, and encode its texts."""
+        self.check_ready()
+        loaded = self._model_for(req)
+        texts = req.text if isinstance(req.text, list) else [req.text]
+        s, d, out = self.settings, req.decoding, req.output
+        _at_most(len(texts), s.max_items, "MAX_ITEMS", ("text",), "number of texts")
+        _at_most(d.beam_size, s.max_beam_size, "MAX_BEAM_SIZE", ("decoding", "beam_size"), "beam_size")
+        _at_most(out.top_k, s.max_top_k, "MAX_TOP_K", ("output", "top_k"), "top_k")
+        max_new_tokens = self._max_new_tokens(d.max_new_tokens, loaded)
+        source_ids = [self._encode(loaded, text, req.target, _text_loc(texts, i)) for i, text in enumerate(texts)]
+        layers = _attention_layers(out, loaded.config.decoder_layers)
+        options = DecodeOptions(
+            strategy=d.strategy,
+            beam_size=d.beam_size if d.strategy == "beam" else 1,  # so greedy requests all batch together
+            max_new_tokens=max_new_tokens,
+            length_penalty=d.length_penalty,
+            alternatives=d.alternatives,
+            top_k=out.top_k if out.steps else 0,
+            cross_attention_layers=tuple(sorted(layers)),
+        )
+        if not self.admission.has_room(len(texts)):
+            raise self._queue_full()
+        record = {"model": loaded.name, "direction": f"{req.source}-{req.target}", "items": len(texts),
+                  "tokens_in": sum(map(len, source_ids))}
+        return Job(loaded, source_ids, options, out, layers, d.max_new_tokens is None, record)
+
+    def _model_for(self, req: TranslateRequest | StreamRequest) -> LoadedModel:
+        direction = (req.source, req.target)
+        if req.model is not None:
+            loaded = self.models.get(req.model)
+            if loaded is None:
+                raise InputError(("model",), f"no model named {req.model!r}; GET /models lists them", "value_error")
+            if direction not in loaded.directions:
+                raise InputError(("model",), f"model {req.model!r} does not translate {req.source} to {req.target}",
+                                 "value_error")
+            return loaded
+        for loaded in self.models.values():
+            if direction in loaded.directions:
+                return loaded
+        raise InputError(("target",), f"no loaded model translates {req.source} to {req.target}", "value_error")
+
+    def _encode(self, loaded: LoadedModel, text: str, target: str, loc: tuple) -> list[int]:
+        _at_most(len(text), self.settings.max_chars, "MAX_CHARS", loc, "length in characters")
+        ids = loaded.tokenizer.encode_source(text, target)
+        _at_most(len(ids), *self._source_token_limit(loaded), loc, "length in tokens")
+        return ids
+
+    def _source_token_limit(self, loaded: LoadedModel) -> tuple[int, str]:
+        return _tighter(self.settings.max_source_tokens, "MAX_SOURCE_TOKENS", loaded.config.max_len)
+
+    def _max_new_tokens(self, asked: int | None, loaded: LoadedModel) -> int:
+        """The number asked for, checked, or when none was, the most the default may grow to."""
+        # The decoder's positions are <s> plus the generated tokens, all within max_len.
+        limit, setting = _tighter(self.settings.max_new_tokens, "MAX_NEW_TOKENS", loaded.config.max_len - 1)
+        if asked is None:
+            return limit
+        _at_most(asked, limit, setting, ("decoding", "max_new_tokens"), "max_new_tokens")
+        return asked
+
+    def _queue_full(self) -> Unavailable:
+        self.metrics.rejected.labels("queue_full").inc()
+        return Unavailable(
+            429, f"the server is busy: {self.admission.used} texts are already queued (MAX_QUEUE "
+            f"{self.settings.max_queue})", RETRY_BUSY_S,
+        )
+
+    # --- translating -----------------------------------------------------------------------
+
+    async def translate(self, job: Job) -> dict:
+        try:
+            with self.admission.hold(len(job.source_ids)):
+                results = await self._decode(job)
+        except QueueFull:
+            raise self._queue_full() from None
+        self._count([hyps[0] for hyps in results], job)
+        return {
+            "model": job.loaded.name,
+            "translations": [translation(job, ids, hyps) for ids, hyps in zip(job.source_ids, results)],
+        }
+
+    async def _decode(self, job: Job) -> list[list[Hypothesis]]:
+        # With batching off, a key no other request shares keeps each request in a batch of its own.
+        key = (job.loaded.name, astuple(job.options), job.auto_length, None if self.settings.batching else object())
+        futures = [
+            self.batcher.submit(key, _Item(job.loaded, ids, job.options, job.auto_length), len(ids))
+            for ids in job.source_ids
+        ]
+        try:
+            return await asyncio.wait_for(_results(futures), self.settings.request_timeout_s)
+        except TimeoutError:
+            raise self._timed_out() from None
+        finally:
+            for future in futures:  # after a timeout or a hang-up, texts still queued leave the queue
+                future.cancel()
+
+    def _timed_out(self) -> Unavailable:
+        self.metrics.rejected.labels("timeout").inc()
+        return Unavailable(
+            503, f"the translation did not finish within {self.settings.request_timeout_s:g} s "
+            "(REQUEST_TIMEOUT_S); the server is overloaded", RETRY_TIMEOUT_S,
+        )
+
+    def _decode_batch(self, items: list[_Item]) -> list[list[Hypothesis]]:
+        """Runs on the decode thread; the batcher only groups items with equal options and model."""
+        first = items[0]
+        sources = [item.source_ids for item in items]
+        options = _sized(first.options, first.auto_length, sources)
+        return decode(first.loaded.model, _right_padded(sources, first.loaded.tokenizer.pad_id, first.loaded.device),
+                      options, special_ids(first.loaded))
+
+    def _count(self, best: list[Hypothesis], job: Job) -> None:
+        generated = sum(len(h.ids) for h in best)
+        self.metrics.tokens_generated.labels(job.loaded.name, job.record["direction"]).inc(generated)
+        job.record["tokens_out"] = generated
+
+    # --- streaming -------------------------------------------------------------------------
+
+    async def stream(self, job: Job) -> AsyncIterator[tuple[str, dict]]:
+        """Events `start`, one `token` per generated token, then `done` (or `error`).
+
+        Greedy search streams each token as soon as it is chosen; beam search cannot (the best
+        hypothesis is only known at the end), so it decodes through the batcher, then replays.
+        """
+        yield "start", {"model": job.loaded.name, "source_tokens": job.loaded.tokenizer.tokens(job.source_ids[0]),
+                        "attention": _attention_header(job)}
+        try:
+            with self.admission.hold(1):
+                if job.options.strategy == "greedy":
+                    steps = []
+                    async for step in self._greedy_steps(job):
+                        steps.append(step)
+                        yield "token", token_event(job, len(steps) - 1, step)
+                    hyps = [_greedy_hypothesis(steps, job)]
+                else:
+                    hyps = (await self._decode(job))[0]
+                    for i, step in enumerate(hyps[0].steps):
+                        yield "token", token_event(job, i, step)
+        except QueueFull:
+            yield "error", {"detail": self._queue_full().detail}
+            return
+        except Unavailable as e:
+            yield "error", {"detail": e.detail}
+            return
+        self._count([hyps[0]], job)
+        yield "done", {"model": job.loaded.name, "translations": [translation(job, job.source_ids[0], hyps)]}
+
+    async def _greedy_steps(self, job: Job) -> AsyncIterator[Step]:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.request_timeout_s
+        options = _sized(job.options, job.auto_length, job.source_ids)
+        search = await loop.run_in_executor(self.executor, GreedyStream, job.loaded, job.source_ids[0], options)
+        while not search.finished:
+            if loop.time() > deadline:
+                raise self._timed_out()
+            yield await loop.run_in_executor(self.executor, search.step)
+
+
+def _sized(options: DecodeOptions, auto_length: bool, sources: list[list[int]]) -> DecodeOptions:
+    """Options for decoding `sources` together. By default the output may grow to twice the longest
+    source plus slack (the model's evaluation rule), so a text the model loops on is cut early
+    instead of holding its whole batch for MAX_NEW_TOKENS steps."""
+    if not auto_length:
+        return options
+    longest = max(map(len, sources))
+    return replace(options, max_new_tokens=min(options.max_new_tokens, default_max_new_tokens(longest)))
+
+
+async def _results(futures: list[asyncio.Future]) -> list:
+    return [await future for future in futures]
+
+
+class GreedyStream:
+    """Greedy search over one source, one token per `step()` call, for Server-Sent Events.
+
+    It follows `model.decoding.greedy` for a batch of one (same KV cache, same forbidden tokens,
+    probabilities taken before masking); the tests check that both give the same tokens.
+    """
+
+    @torch.inference_mode()
+    def __init__(self, loaded: LoadedModel, source_ids: list[int], options: DecodeOptions):
+        self.model, self.options, self.special = loaded.model, options, special_ids(loaded)
+        src = torch.tensor([source_ids], device=loaded.device)
+        self.memory, self.src_mask = self.model.encode(src)
+        self.cache = KVCache(self.model, 1, options.max_new_tokens + 1, loaded.device, self.memory.dtype)
+        self.layers = frozenset(options.cross_attention_layers)
+        self.generated: list[int] = []
+
+    @property
+    def finished(self) -> bool:
+        ended = bool(self.generated) and self.generated[-1] == self.special.eos
+        return ended or len(self.generated) >= self.options.max_new_tokens
+
+    @torch.inference_mode()
+    def step(self) -> Step:
+        previous = self.generated[-1] if self.generated else self.special.bos
+        logits, out = self.model.decode(
+            torch.tensor([[previous]], device=self.memory.device), self.memory, self.src_mask, self.cache,
+            offset=len(self.generated), cross_layers=self.layers,
+        )
+        self.cache.advance()
+        logp = torch.log_softmax(logits[0, -1].float(), dim=-1)
+        logp[self.special.forbidden] = float("-inf")
+        token = int(logp.argmax())
+        self.generated.append(token)
+        top = []
+        if self.options.top_k:
+            top_lp, top_ids = logp.topk(self.options.top_k)
+            top = [TopToken(int(i), math.exp(float(p))) for i, p in zip(top_ids, top_lp)]
+        cross = {layer: w[0, :, -1, :].float().tolist() for layer, w in out.cross_attention.items()}  # [head][src]
+        return Step(token, math.exp(float(logp[token])), top, cross)
+
+
+def _greedy_hypothesis(steps: list[Step], job: Job) -> Hypothesis:
+    ids = [s.id for s in steps]
+    logp = sum(math.log(s.probability) for s in steps)
+    score = logp / len(ids) ** job.options.length_penalty
+    return Hypothesis(ids, steps, score, finished=ids[-1] == job.loaded.tokenizer.eos_id)
+
+
+# --- answers --------------------------------------------------------------------------------
+
+
+def translation(job: Job, source_ids: list[int], hyps: list[Hypothesis]) -> dict:
+    """One entry of `translations` (DESIGN §3) from a text's n-best hypotheses, best first."""
+    tok, best = job.loaded.tokenizer, hyps[0]
+    answer = {
+        "text": tok.decode(best.ids),
+        "source_tokens": tok.tokens(source_ids),
+        "tokens": tok.tokens(best.ids),
+        "score": best.score,
+        "finish_reason": "stop" if best.finished else "length",
+        "alternatives": [{"text": tok.decode(h.ids), "score": h.score} for h in hyps[1:]],
+    }
+    if job.output.steps:
+        answer["steps"] = [_step(tok, step) for step in best.steps]
+    if job.layers:
+        weights = [_layer_weights(best.steps, layer, job) for layer in job.layers]
+        answer["attention"] = {**_attention_header(job), "weights": weights}
+    return answer
+
+
+def token_event(job: Job, index: int, step: Step) -> dict:
+    event = {"index": index, **_step(job.loaded.tokenizer, step)}
+    if job.layers:
+        event["attention"] = [_row(step, layer, job) for layer in job.layers]
+    return event
+
+
+def _step(tok, step: Step) -> dict:
+    top_tokens = tok.tokens([t.id for t in step.top])
+    # The chosen token's probability is computed twice by model.decoding (float64 for the step, float32
+    # for the top list); report one number, so that greedy's probability equals top[0] exactly.
+    top = [{"token": s, "id": t.id, "probability": step.probability if t.id == step.id else t.probability}
+           for s, t in zip(top_tokens, step.top)]
+    return {"token": tok.tokens([step.id])[0], "id": step.id, "probability": step.probability, "top": top}
+
+
+def _attention_header(job: Job) -> dict | None:
+    return {"kind": "cross", "layers": job.layers, "reduction": job.output.attention} if job.layers else None
+
+
+def _row(step: Step, layer: int, job: Job) -> list:
+    """This token's attention over the source: [head][src] for `heads`, [src] for `mean`."""
+    heads = step.cross_attention[layer]
+    if job.loaded.dtype != torch.float32:
+        # A bf16/fp16 softmax row sums to 1 only within ~0.4%; clients are promised rows that sum to 1.
+        heads = [[w / math.fsum(row) for w in row] for row in heads]
+    if job.output.attention == "heads":
+        return heads
+    return [sum(column) / len(heads) for column in zip(*heads)]
+
+
+def _layer_weights(steps: list[Step], layer: int, job: Job) -> list:
+    rows = [_row(step, layer, job) for step in steps]
+    if job.output.attention == "heads":  # [token][head][src] -> [head][token][src]
+        return [list(per_head) for per_head in zip(*rows)]
+    return rows
+
+
+# --- helpers --------------------------------------------------------------------------------
+
+
+def _at_most(value: int, limit: int, setting: str, loc: tuple, what: str) -> None:
+    if value > limit:
+        raise InputError(loc, f"{what} is {value}, over the limit of {limit} ({setting})")
+
+
+def _tighter(setting_value: int, setting: str, model_value: int) -> tuple[int, str]:
+    """The lower of a setting and the model's own bound, named so the message blames the right one."""
+    return (setting_value, setting) if setting_value <= model_value else (model_value, "the model's max_len")
+
+
+def _text_loc(texts: list[str], i: int) -> tuple:
+    return ("text",) if len(texts) == 1 else ("text", i)
+
+
+def _attention_layers(out: Output, n_layers: int) -> list[int]:
+    if out.attention == "none":
+        return []
+    layers: list[int] = []
+    for i in out.attention_layers or [-1]:
+        if not -n_layers <= i < n_layers:
+            raise InputError(
+                ("output", "attention_layers"),
+                f"layer {i} does not exist: the model has {n_layers} decoder layers "
+                f"(0 to {n_layers - 1}, or -{n_layers} to -1)",
+            )
+        if i % n_layers not in layers:
+            layers.append(i % n_layers)
+    return layers
+
+
+def _right_padded(rows: list[list[int]], pad: int, device: torch.device) -> torch.Tensor:
+    batch = torch.full((len(rows), max(map(len, rows))), pad, dtype=torch.long)
+    for i, row in enumerate(rows):
+        batch[i, : len(row)] = torch.tensor(row)
+    return batch.to(device)

@@ -1,0 +1,180 @@
+"""Dynamic batching: concurrent texts share a decode when their options match, each caller gets its
+own answer, the bounds hold, and a caller that gives up frees its place."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+
+from app.batching import Batcher
+from app.deps import unless_disconnected
+from app.metrics import Metrics
+from app.schemas import TranslateRequest
+from tests.app_fixtures import (  # noqa: F401 (fixtures)
+    PAIRS,
+    anyio_backend,
+    one_torch_thread,
+    serving,
+    tiny_weights,
+)
+
+pytestmark = pytest.mark.anyio
+
+
+class Recorder:
+    """A stand-in for decoding: records each batch, answers every payload with its double."""
+
+    def __init__(self):
+        self.batches: list[list[int]] = []
+
+    def __call__(self, payloads: list[int]) -> list[int]:
+        self.batches.append(payloads)
+        return [2 * p for p in payloads]
+
+
+@pytest.fixture
+async def make_batcher():
+    made = []
+
+    def make(run, **bounds) -> Batcher:
+        settings = {"window_s": 0.05, "max_items": 8, "max_tokens": 10_000, **bounds}
+        batcher = Batcher(run, ThreadPoolExecutor(1), Metrics(), **settings)
+        batcher.start()
+        made.append(batcher)
+        return batcher
+
+    yield make
+    for batcher in made:
+        await batcher.stop()
+
+
+async def test_same_key_shares_a_batch_and_each_caller_gets_its_own_result(make_batcher):
+    run = Recorder()
+    batcher = make_batcher(run)
+    results = await asyncio.gather(*(batcher.submit("greedy", i, 5) for i in range(5)),
+                                   *(batcher.submit("beam", i, 5) for i in range(10, 13)))
+    assert results == [0, 2, 4, 6, 8, 20, 22, 24]
+    assert sorted(run.batches) == [[0, 1, 2, 3, 4], [10, 11, 12]]
+
+
+async def test_batches_respect_the_item_and_token_bounds(make_batcher):
+    run = Recorder()
+    batcher = make_batcher(run, max_items=2)
+    await asyncio.gather(*(batcher.submit("k", i, 5) for i in range(5)))
+    assert run.batches == [[0, 1], [2, 3], [4]]
+
+    run = Recorder()
+    batcher = make_batcher(run, max_tokens=25)  # padded cost: items x longest source
+    await asyncio.gather(batcher.submit("k", 0, 10), batcher.submit("k", 1, 10), batcher.submit("k", 2, 12))
+    assert run.batches == [[0, 1], [2]]
+
+
+async def test_a_full_batch_leaves_without_waiting_out_the_window(make_batcher):
+    run = Recorder()
+    batcher = make_batcher(run, window_s=30, max_items=3)
+    results = await asyncio.wait_for(asyncio.gather(*(batcher.submit("k", i, 1) for i in range(3))), 5)
+    assert results == [0, 2, 4]
+
+
+async def test_a_caller_that_gives_up_frees_its_place(make_batcher):
+    run = Recorder()
+    batcher = make_batcher(run, window_s=0.2)
+    kept, abandoned = batcher.submit("k", 1, 5), batcher.submit("k", 2, 5)
+    abandoned.cancel()
+    await asyncio.sleep(0)
+    assert len(batcher.waiting) == 1
+    assert await kept == 2 and run.batches == [[1]]
+
+
+async def test_a_batch_that_fails_fails_only_its_callers(make_batcher):
+    def broken(payloads):
+        if 0 in payloads:
+            raise RuntimeError("boom")
+        return payloads
+
+    batcher = make_batcher(broken)
+    failing, fine = batcher.submit("a", 0, 1), batcher.submit("b", 7, 1)
+    with pytest.raises(RuntimeError):
+        await failing
+    assert await fine == 7
+
+
+def _texts(n: int) -> list[str]:
+    return [PAIRS[i % len(PAIRS)][0] for i in range(n)]
+
+
+async def _translate_concurrently(client, bodies: list[dict]) -> list[dict]:
+    responses = await asyncio.gather(*(client.post("/translate", json=b) for b in bodies))
+    assert all(r.status_code == 200 for r in responses), [r.text for r in responses]
+    return [r.json()["translations"][0] for r in responses]
+
+
+def _batches(app) -> list[float]:
+    """(count, sum) of the translate_batch_size histogram."""
+    registry = app.state.metrics.registry
+    return [registry.get_sample_value(f"translate_batch_size_{s}") for s in ("count", "sum")]
+
+
+async def test_concurrent_requests_are_decoded_together_with_compatible_options(tiny_weights):
+    greedy = [{"text": t, "source": "es", "target": "en", "decoding": {"strategy": "greedy"}} for t in _texts(6)]
+    beam = [{"text": t, "source": "es", "target": "en"} for t in _texts(4)]
+    async with serving(tiny_weights, batch_window_ms=200) as client:
+        together = await _translate_concurrently(client, greedy + beam)
+        assert _batches(client.app) == [2, 10]  # one greedy batch of 6, one beam batch of 4
+        alone = [(await _translate_concurrently(client, [body]))[0] for body in greedy + beam]
+    for t, a in zip(together, alone):
+        assert t["tokens"] == a["tokens"] and t["score"] == pytest.approx(a["score"], abs=1e-5)
+        assert [s["probability"] for s in t["steps"]] == pytest.approx([s["probability"] for s in a["steps"]], abs=1e-5)
+    assert [t["text"] for t in together[:6]] == [en for _, en in PAIRS[:6]]
+
+
+async def test_with_batching_off_each_request_is_decoded_alone(tiny_weights):
+    bodies = [{"text": t, "source": "es", "target": "en"} for t in _texts(4)]
+    async with serving(tiny_weights, batching=False, batch_window_ms=200) as client:
+        await _translate_concurrently(client, bodies)
+        assert _batches(client.app) == [4, 4]
+        # The texts of one request still share a batch.
+        await _translate_concurrently(client, [{"text": _texts(3), "source": "es", "target": "en"}])
+        assert _batches(client.app) == [5, 7]
+
+
+async def test_a_client_that_hangs_up_leaves_the_queue(tiny_weights):
+    async with serving(tiny_weights, batch_window_ms=5000) as client:
+        translator = client.app.state.translator
+        job = translator.prepare(TranslateRequest(text=_texts(3), source="es", target="en"))
+
+        async def hang_up_soon():
+            await asyncio.sleep(0.05)
+            return {"type": "http.disconnect"}
+
+        request = Request({"type": "http", "method": "POST", "headers": []}, receive=hang_up_soon)
+        with pytest.raises(HTTPException) as closed:
+            await unless_disconnected(request, translator.translate(job))
+        assert closed.value.status_code == 499
+        assert translator.batcher.waiting == [] and translator.admission.used == 0
+
+
+async def test_the_event_loop_answers_while_a_batch_decodes(tiny_weights):
+    async with serving(tiny_weights) as client:
+        batcher = client.app.state.translator.batcher
+        decode, started = batcher.run_batch, asyncio.Event()
+        loop = asyncio.get_running_loop()
+
+        def slow_decode(items):
+            loop.call_soon_threadsafe(started.set)
+            time.sleep(0.5)  # a long decode, on the decode thread
+            return decode(items)
+
+        batcher.run_batch = slow_decode
+        translating = asyncio.create_task(client.post("/translate", json={"text": PAIRS[0][0], "source": "es",
+                                                                          "target": "en"}))
+        await started.wait()
+        began = time.perf_counter()
+        assert (await client.get("/health")).status_code == 200
+        assert time.perf_counter() - began < 0.25 and not translating.done()
+        assert (await translating).status_code == 200
