@@ -196,7 +196,10 @@ class Alternative(BaseModel):
     score: float = Field(description="Its length-normalised log probability.", examples=[-0.9])
 
 
-class Translation(BaseModel):
+class _Decoded(BaseModel):
+    """What a translation and each of its segments share."""
+
+
     text: str = Field(description="The translation.", examples=["The cat eats fish."])
     source_tokens: list[str] = Field(
         description="The encoder's input: target-language tag, the text's tokens, `</s>`.",
@@ -222,6 +225,21 @@ class Translation(BaseModel):
     alternatives: list[Alternative] = Field(
         default_factory=list, description="decoding.alternatives runners-up, best first.",
         examples=[[{"text": "The cat is eating fish.", "score": -0.9}]],
+    )
+
+
+class Segment(_Decoded):
+    """One sentence or line of a text that was split."""
+
+
+class Translation(_Decoded):
+    segments: list[Segment] | None = Field(
+        None,
+        description="Present when the text held several sentences or lines: each was translated on its own "
+        "(in one batch) and `text` rejoins them with the input's spacing and line breaks. Each segment obeys "
+        "every invariant of a translation; the top-level tokens, steps and source_tokens are the segments' in "
+        "order, and the top-level attention is block-diagonal over them.",
+        examples=[None],
     )
 
 

@@ -24,6 +24,7 @@ from app.schemas import Output, StreamRequest, TranslateRequest
 from app.settings import Settings
 from model.checkpoint import LoadedModel, ModelLoadError
 from model.decoding import DecodeOptions, Hypothesis, KVCache, Step, TopToken, decode
+from model import segment
 from model.evaluate import default_max_new_tokens
 from model.tokenizer import LANGUAGES
 
@@ -44,6 +45,17 @@ class Job:
     layers: list[int]  # attention layers to report, non-negative, in the order asked
     auto_length: bool  # max_new_tokens was not given: options hold its upper bound, see _sized
     record: dict = field(default_factory=dict)  # fields for the request's log line
+    # Per input text: how it was split. None = decoded whole (source_ids holds one entry for it).
+    layouts: list[Layout | None] = field(default_factory=list)
+
+
+@dataclass
+class Layout:
+    """A text split into sentences and lines; `sources[i]` indexes job.source_ids, None for a blank line."""
+
+    lead: str
+    pieces: list[segment.Piece]
+    sources: list[int | None]
 
 
 @dataclass
@@ -140,7 +152,11 @@ class Translator:
         _at_most(d.beam_size, s.max_beam_size, "MAX_BEAM_SIZE", ("decoding", "beam_size"), "beam_size")
         _at_most(out.top_k, s.max_top_k, "MAX_TOP_K", ("output", "top_k"), "top_k")
         max_new_tokens = self._max_new_tokens(d.max_new_tokens, loaded)
-        source_ids = [self._encode(loaded, text, req.target, _text_loc(texts, i)) for i, text in enumerate(texts)]
+        # A stream answers one token sequence, so only /translate splits texts into sentences.
+        split = isinstance(req, TranslateRequest)
+        source_ids: list[list[int]] = []
+        layouts = [self._encode_text(loaded, text, req.target, _text_loc(texts, i), source_ids, split)
+                   for i, text in enumerate(texts)]
         layers = _attention_layers(out, loaded.config.decoder_layers)
         options = DecodeOptions(
             strategy=d.strategy,
@@ -155,7 +171,7 @@ class Translator:
             raise self._queue_full()
         record = {"model": loaded.name, "direction": f"{req.source}-{req.target}", "items": len(texts),
                   "tokens_in": sum(map(len, source_ids))}
-        return Job(loaded, source_ids, options, out, layers, d.max_new_tokens is None, record)
+        return Job(loaded, source_ids, options, out, layers, d.max_new_tokens is None, record, layouts)
 
     def _model_for(self, req: TranslateRequest | StreamRequest) -> LoadedModel:
         direction = (req.source, req.target)
@@ -172,8 +188,26 @@ class Translator:
                 return loaded
         raise InputError(("target",), f"no loaded model translates {req.source} to {req.target}", "value_error")
 
-    def _encode(self, loaded: LoadedModel, text: str, target: str, loc: tuple) -> list[int]:
+    def _encode_text(self, loaded: LoadedModel, text: str, target: str, loc: tuple, sources: list[list[int]],
+                     split: bool) -> Layout | None:
+        """Append the text's encoded sources to `sources`: the whole text, or one per sentence or line.
+
+        The model learned from sentences and short paragraphs; a page of text decoded as one sequence
+        drifts and loops, so a text with several sentences is decoded piece by piece, in one batch.
+        """
         _at_most(len(text), self.settings.max_chars, "MAX_CHARS", loc, "length in characters")
+        lead, pieces = segment.split(text) if split else ("", [])
+        if len(pieces) < 2:
+            sources.append(self._encode(loaded, text, target, loc))
+            return None
+        indices: list[int | None] = []
+        for piece in pieces:
+            if piece.text:
+                sources.append(self._encode(loaded, piece.text, target, loc))
+            indices.append(len(sources) - 1 if piece.text else None)
+        return Layout(lead, pieces, indices)
+
+    def _encode(self, loaded: LoadedModel, text: str, target: str, loc: tuple) -> list[int]:
         ids = loaded.tokenizer.encode_source(text, target)
         _at_most(len(ids), *self._source_token_limit(loaded), loc, "length in tokens")
         return ids
@@ -206,10 +240,16 @@ class Translator:
         except QueueFull:
             raise self._queue_full() from None
         self._count([hyps[0] for hyps in results], job)
-        return {
-            "model": job.loaded.name,
-            "translations": [translation(job, ids, hyps) for ids, hyps in zip(job.source_ids, results)],
-        }
+        pieces = [translation(job, ids, hyps) for ids, hyps in zip(job.source_ids, results)]
+        answers, next_piece = [], 0
+        for layout in job.layouts:
+            if layout is None:
+                answers.append(pieces[next_piece])
+                next_piece += 1
+            else:
+                answers.append(joined_translation(job, layout, pieces))
+                next_piece += sum(i is not None for i in layout.sources)
+        return {"model": job.loaded.name, "translations": answers}
 
     async def _decode(self, job: Job) -> list[list[Hypothesis]]:
         # With batching off, a key no other request shares keeps each request in a batch of its own.
@@ -370,6 +410,50 @@ def translation(job: Job, source_ids: list[int], hyps: list[Hypothesis]) -> dict
         weights = [_layer_weights(best.steps, layer, job) for layer in job.layers]
         answer["attention"] = {**_attention_header(job), "weights": weights}
     return answer
+
+
+def joined_translation(job: Job, layout: Layout, pieces: list[dict]) -> dict:
+    """The entry of a text that was split: its segments, and their concatenation at the top level.
+
+    Top-level `tokens`, `steps` and `source_tokens` are the segments' in order, and the attention is
+    block-diagonal (each segment's tokens attend only to its own source tokens), so every invariant
+    of the contract holds for the whole entry as it does for each segment.
+    """
+    segments = [pieces[i] for i in layout.sources if i is not None]
+    texts = [pieces[i]["text"] if i is not None else "" for i in layout.sources]
+    lengths = [len(seg["tokens"]) for seg in segments]
+    entry = {
+        "text": segment.join(layout.lead, texts, layout.pieces),
+        "source_tokens": [t for seg in segments for t in seg["source_tokens"]],
+        "tokens": [t for seg in segments for t in seg["tokens"]],
+        "score": sum(seg["score"] * n for seg, n in zip(segments, lengths)) / max(sum(lengths), 1),
+        "finish_reason": "length" if any(seg["finish_reason"] == "length" for seg in segments) else "stop",
+        "alternatives": [],
+        "segments": segments,
+    }
+    if job.output.steps:
+        entry["steps"] = [step for seg in segments for step in seg["steps"]]
+    if job.layers:
+        entry["attention"] = {**_attention_header(job), "weights": _block_diagonal(segments, job)}
+    return entry
+
+
+def _block_diagonal(segments: list[dict], job: Job) -> list:
+    width = sum(len(seg["source_tokens"]) for seg in segments)
+
+    def rows_of(seg_rows: list[list[float]], offset: int) -> list[list[float]]:
+        return [[0.0] * offset + row + [0.0] * (width - offset - len(row)) for row in seg_rows]
+
+    offsets = [sum(len(s["source_tokens"]) for s in segments[:k]) for k in range(len(segments))]
+    weights = []
+    for li in range(len(job.layers)):
+        if job.output.attention == "heads":
+            n_heads = len(segments[0]["attention"]["weights"][li])
+            weights.append([[row for seg, off in zip(segments, offsets) for row in rows_of(seg["attention"]["weights"][li][h], off)]
+                            for h in range(n_heads)])
+        else:
+            weights.append([row for seg, off in zip(segments, offsets) for row in rows_of(seg["attention"]["weights"][li], off)])
+    return weights
 
 
 def token_event(job: Job, index: int, step: Step) -> dict:

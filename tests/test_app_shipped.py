@@ -55,3 +55,33 @@ async def test_both_directions_and_the_stream_keep_the_invariants(client):
     check_translation(events[-1][1]["translations"][0], greedy=True)
     models = (await client.get("/models")).json()
     assert len(models) == len(SHIPPED)
+
+
+PRESERVED = [
+    ("es", "en", "El archivo %s no existe.", ["%s"]),
+    ("es", "en", "No se pudo abrir {filename}.", ["{filename}"]),
+    ("en", "es", "Deleted %d items.", ["%d"]),
+    ("en", "es", "Could not open {filename}.", ["{filename}"]),
+    ("es", "en", "Visita https://www.debian.org para más información.", ["https://www.debian.org"]),
+    ("en", "es", "Visit https://www.debian.org for more information.", ["https://www.debian.org"]),
+    ("es", "en", "Tom y Mary llegaron a las 10:30.", ["Tom", "Mary", "10:30"]),
+    ("en", "es", "John Smith lives in London since 2015.", ["John Smith", "2015"]),
+    ("en", "es", "Error code 404: page not found.", ["404"]),
+]
+
+
+@pytest.mark.parametrize("source, target, text, kept", PRESERVED)
+async def test_names_numbers_urls_and_placeholders_survive(client, source, target, text, kept):
+    response = await client.post("/translate", json={"text": text, "source": source, "target": target})
+    assert response.status_code == 200, response.text
+    translated = response.json()["translations"][0]["text"]
+    for span in kept:
+        assert span in translated, f"{span!r} lost in {translated!r}"
+
+
+async def test_a_paragraph_is_split_and_rejoined(client):
+    text = "Abre el archivo. Guarda los cambios.\nCierra la ventana."
+    response = await client.post("/translate", json={"text": text, "source": "es", "target": "en", "output": {"steps": True}})
+    entry = response.json()["translations"][0]
+    assert len(entry["segments"]) == 3 and entry["text"].count("\n") == 1
+    assert "file" in entry["text"].lower() and "window" in entry["text"].lower()
