@@ -159,6 +159,14 @@ def check_translation(t: dict, *, greedy: bool, max_new_tokens: int | None = Non
     """Every invariant DESIGN §3 promises clients, on one entry of `translations`."""
     tokens, source = t["tokens"], t["source_tokens"]
     assert source[0] in ("<2en>", "<2es>") and source[-1] == "</s>"
+    if t.get("segments"):  # a split text: each segment is a whole translation, the top level their sum
+        for seg in t["segments"]:
+            check_translation(seg, greedy=greedy, max_new_tokens=max_new_tokens)
+        assert tokens == [tok for seg in t["segments"] for tok in seg["tokens"]]
+        assert source == [tok for seg in t["segments"] for tok in seg["source_tokens"]]
+        assert "steps" not in t or [s["token"] for s in t["steps"]] == tokens
+        check_attention(t)
+        return
     if t["finish_reason"] == "stop":
         assert tokens[-1] == "</s>" and "</s>" not in tokens[:-1]
     else:
@@ -173,6 +181,12 @@ def check_translation(t: dict, *, greedy: bool, max_new_tokens: int | None = Non
             assert probabilities == sorted(probabilities, reverse=True)
             if greedy and step["top"]:
                 assert step["top"][0] == {k: step[k] for k in ("token", "id", "probability")}
+    check_attention(t)
+
+
+def check_attention(t: dict) -> None:
+    """`weights[l]` has a row per generated token and a column per source token; rows sum to 1."""
+    tokens, source = t["tokens"], t["source_tokens"]
     if "attention" in t:
         attention = t["attention"]
         assert attention["kind"] == "cross" and len(attention["weights"]) == len(attention["layers"])
