@@ -82,7 +82,9 @@ async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error on %s %s", request.method, request.url.path)
     request_id = request.scope.get("state", {}).get("request_id", "")
-    return error_response(request, 500, f"internal error (request {request_id}); it has been logged")
+    # Starlette sends this answer from outside every middleware, so RequestLog cannot add the id header.
+    headers = {"X-Request-ID": request_id} if request_id else None
+    return error_response(request, 500, f"internal error (request {request_id}); it has been logged", headers)
 
 
 def install(app: FastAPI) -> None:

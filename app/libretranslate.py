@@ -18,6 +18,7 @@ from app.errors import LIBRETRANSLATE_PREFIX, InputError
 from app.langdetect import detect
 from app.schemas import (
     Decoding,
+    ErrorMessage,
     Language,
     LibreTranslateRequest,
     LibreTranslateResponse,
@@ -32,6 +33,18 @@ DEFAULT_BEAM = Decoding().beam_size
 
 router = APIRouter(prefix=LIBRETRANSLATE_PREFIX, tags=["LibreTranslate compatible"])
 
+# Each refusal answers {"detail": ..., "error": ...}: `error` is what LibreTranslate's clients read.
+ERRORS = {
+    415: "The body is neither JSON nor a form.",
+    422: "The input breaks the schema or a limit; `detail` lists each problem, `error` says it in one line.",
+    429: "Too many texts queued (MAX_QUEUE); retry after `Retry-After` seconds.",
+    503: "Models still loading, or the request timed out (REQUEST_TIMEOUT_S); see `Retry-After`.",
+}
+
+
+def _errors(*codes: int) -> dict:
+    return {code: {"description": ERRORS[code], "model": ErrorMessage} for code in codes}
+
 _body_schema = LibreTranslateRequest.model_json_schema()
 
 
@@ -40,6 +53,7 @@ _body_schema = LibreTranslateRequest.model_json_schema()
     response_model=LibreTranslateResponse,
     response_model_exclude_none=True,
     summary="Translate like LibreTranslate's POST /translate",
+    responses=_errors(415, 422, 429, 503),
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -56,7 +70,8 @@ async def translate(request: Request, translator: TranslatorDep) -> dict:
     return await unless_disconnected(request, _translate(body, translator, request))
 
 
-@router.get("/languages", response_model=list[Language], summary="Languages, like LibreTranslate's GET /languages")
+@router.get("/languages", response_model=list[Language], summary="Languages, like LibreTranslate's GET /languages",
+            responses=_errors(503))
 async def languages(translator: TranslatorDep) -> list[dict]:
     return translator.languages()
 
@@ -76,7 +91,8 @@ async def _read(request: Request) -> LibreTranslateRequest:
     else:
         raise HTTPException(415, "send the body as JSON (application/json) or as a form")
     try:
-        return LibreTranslateRequest.model_validate(data)
+        # Form fields are all strings, so only JSON bodies are held to exact types.
+        return LibreTranslateRequest.model_validate(data, strict=content_type == "application/json")
     except ValidationError as e:
         raise RequestValidationError([{**err, "loc": ("body", *err["loc"])} for err in e.errors()]) from None
 

@@ -35,7 +35,7 @@ class Metrics:
             "translate_tokens_generated", "Tokens generated, </s> included.", ["model", "direction"], registry=r
         )
         self.rejected = Counter(
-            "translate_rejected", "Requests refused for load: queue full or timed out.", ["reason"], registry=r
+            "translate_rejected", "Requests refused: queue full, timed out or over the rate limit.", ["reason"], registry=r
         )
 
     def render(self) -> bytes:

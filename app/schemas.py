@@ -55,7 +55,7 @@ def _check_text(text: str, name: str) -> None:
 
 
 class Decoding(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     strategy: Literal["greedy", "beam"] = Field(
         "beam", description="`greedy` takes the most probable token at each step; `beam` keeps `beam_size` hypotheses.",
@@ -88,7 +88,7 @@ class Decoding(BaseModel):
 
 
 class Output(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     steps: bool = Field(True, description="List every generated token with its probability and top-k.", examples=[True])
     top_k: int = Field(3, ge=0, description="Most probable tokens listed per step (at most MAX_TOP_K).", examples=[3])
@@ -103,7 +103,7 @@ class Output(BaseModel):
 
 
 class _TranslateOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     source: str = Field(description=f"Language of the text: {KNOWN}.", examples=["es"])
     target: str = Field(description="Language to translate into.", examples=["en"])
@@ -295,7 +295,7 @@ class LibreTranslateRequest(BaseModel):
     target: str = Field(description="Language to translate into.", examples=["en"])
     format: Literal["text"] = Field("text", description="Only plain `text` is supported.", examples=["text"])
     alternatives: int = Field(0, ge=0, description="Extra translations to return per text.", examples=[0])
-    api_key: str | None = Field(None, description="Accepted and ignored: this service has no keys.", examples=[""])
+    api_key: str | None = Field(None, description="Checked like X-API-Key when API_KEYS is set; otherwise ignored.", examples=[""])
 
     @field_validator("q", mode="before")
     @classmethod

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -17,7 +17,7 @@ class Settings(BaseSettings):
     weights_dir: Path = Field(Path("weights"), description="Folder whose every sub-folder is a model to serve.")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: cuda when present, else cpu.")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
-        "auto", description="auto: float32 on CPU; bfloat16 on CUDA (float16 where the GPU lacks bf16)."
+        "auto", description="auto: float32 (bfloat16 decoded 7-13x slower on an H200, see bench/results/gpu.json)."
     )
     torch_threads: int = Field(
         0, ge=0, description="CPU threads torch may use; 0 keeps its default (every core it sees, which in a "
@@ -39,6 +39,28 @@ class Settings(BaseSettings):
     batch_max_items: int = Field(32, ge=1, description="Texts per decoded batch.")
     batch_max_tokens: int = Field(8192, ge=1, description="Padded source tokens per batch (texts x longest).")
 
+    shutdown_grace_s: float = Field(
+        35.0, ge=0, description="On SIGTERM new connections are refused at once and requests in flight get this "
+        "many seconds to finish (longer than REQUEST_TIMEOUT_S, so each gets its answer) before the process exits."
+    )
+    exit_on_load_error: bool = Field(
+        True, description="Exit with status 1 when no model can be loaded, after one log line saying which file "
+        "and why; false keeps the process up with /ready answering 503."
+    )
+
+    api_keys: SecretStr = Field(
+        SecretStr(""), description="Comma-separated API keys; empty: no keys needed. When set, every route needs "
+        "one (header X-API-Key, or Authorization: Bearer KEY; LibreTranslate routes also take its api_key field) "
+        "except /health, /ready, /metrics, the docs and the viewer page."
+    )
+    rate_limit_per_minute: int = Field(
+        0, ge=0, description="Requests per minute for each API key (for each client address when API_KEYS is "
+        "empty); 0: no limit. A token bucket holding one minute's worth; beyond it, 429 with Retry-After."
+    )
+    cors_origins: str = Field(
+        "", description="Comma-separated origins whose web pages may call the API (`*`: any); empty: no CORS."
+    )
+
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="Logging level; `info` logs one JSON line per request."
     )
@@ -47,3 +69,15 @@ class Settings(BaseSettings):
     @classmethod
     def _lower(cls, value):
         return value.lower() if isinstance(value, str) else value
+
+    @property
+    def api_key_list(self) -> list[str]:
+        return _comma_list(self.api_keys.get_secret_value())
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        return _comma_list(self.cors_origins)
+
+
+def _comma_list(value: str) -> list[str]:
+    return [item.strip() for item in value.split(",") if item.strip()]

@@ -33,6 +33,8 @@ from model.data import read_split
 ROOT = Path(__file__).resolve().parents[1]
 TEST_SPLIT = ROOT / "data" / "splits" / "test.tsv"
 CLIENTS = (1, 16)
+# Settings the servers inherit that change the figures; recorded with them.
+SERVER_ENV = ("DEVICE", "DTYPE", "TORCH_THREADS", "BATCH_WINDOW_MS", "BATCH_MAX_ITEMS", "BATCH_MAX_TOKENS")
 TARGET_SPEEDUP_16 = 3.0
 
 # Used when the data splits are absent: everyday Tatoeba-style sentences, (English, Spanish).
@@ -195,6 +197,7 @@ def run_all(args: argparse.Namespace, weights: Path) -> dict:
     return {
         "model": served["name"], "device": served["device"], "dtype": served["dtype"], "strategy": args.strategy,
         "sentences": "data/splits/test.tsv" if TEST_SPLIT.is_file() else "built-in list",
+        "server_env": {name: os.environ[name] for name in SERVER_ENV if name in os.environ},
         "runs": runs,
         **{f"batching_speedup_{c}": round(rate[(True, c)] / rate[(False, c)], 2) for c in CLIENTS},
         "target_batching_speedup_16": TARGET_SPEEDUP_16,
