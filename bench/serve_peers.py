@@ -1,0 +1,260 @@
+"""HTTP throughput and latency of our service against Apertium's server (APy), side by side.
+
+    python -m bench.serve_peers [--weights weights] [--requests 400] [--max-seconds 60] [--server-env KEY=VALUE ...]
+
+Starts `python -m app` (greedy decoding, dynamic batching on) and `apertium-apy` (Debian's
+package, its default settings), each on a free port of 127.0.0.1 only, one after the other, and
+sends both the same Tatoeba test sentences, one per request, alternating es->en and en->es, from
+1, 8 and 32 concurrent clients. Our server runs with TORCH_THREADS=1 unless --server-env says
+otherwise: the load generator shares the machine's cores, and a decode thread whose OpenMP team
+spans every core stalls whenever one of them is busy (on 2 cores, 8 clients: 12 against 29
+requests/s).
+
+Every run is bounded by --requests and --max-seconds, and the servers are stopped at the end.
+Writes bench/results/serve_peers.json (requests/s and p50/p95/p99 latency of every run,
+`ours_rps_8` and `apertium_rps_8`) and a plot of latency against concurrency,
+bench/results/serve_peers.png. Apertium and matplotlib need `make peers`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+from bench.common import RESULTS, write_result
+from bench.serve import free_port, server, weights_dir
+from model.data import read_split
+
+ROOT = Path(__file__).resolve().parents[1]
+TEST_SPLIT = ROOT / "data" / "all" / "splits" / "test.tsv"
+CLIENTS = (1, 8, 32)
+APY_MODES = Path("/usr/share/apertium/modes")
+APY_PAIRS = {("es", "en"): "spa|eng", ("en", "es"): "eng|spa"}
+# APy has no option for its listen address (it binds every interface), so it is started through
+# this launcher, which pins tornado's bind() to the loopback address before APy's own main runs.
+APY_LAUNCHER = """
+import sys
+import tornado.tcpserver
+bind = tornado.tcpserver.TCPServer.bind
+tornado.tcpserver.TCPServer.bind = lambda self, port, address=None, *a, **k: bind(self, port, "127.0.0.1", *a, **k)
+from apertium_apy.apy import main
+sys.argv = ["apertium-apy", *sys.argv[1:]]
+main()
+"""
+
+Work = list[tuple[str, str, str]]  # (text, source language, target language)
+Send = Callable[[httpx.AsyncClient, str, str, str], Awaitable[bool]]  # one request; True when answered well
+
+
+def sentences(limit: int, split: Path = TEST_SPLIT) -> Work:
+    """Tatoeba test sentences, alternating es->en and en->es."""
+    rows = [r for r in read_split(split) if r.source == "tatoeba"][:limit]
+    if not rows:
+        raise SystemExit(f"no Tatoeba rows in {split}: run `python -m model.data` first")
+    return [(r.es, "es", "en") if i % 2 == 0 else (r.en, "en", "es") for i, r in enumerate(rows)]
+
+
+def ours_request(url: str) -> Send:
+    async def send(client: httpx.AsyncClient, text: str, source: str, target: str) -> bool:
+        body = {"text": text, "source": source, "target": target, "decoding": {"strategy": "greedy"},
+                "output": {"steps": False, "attention": "none"}}
+        response = await client.post(f"{url}/translate", json=body)
+        return response.status_code == 200 and bool(response.json()["translations"][0]["text"])
+
+    return send
+
+
+def apertium_request(url: str) -> Send:
+    async def send(client: httpx.AsyncClient, text: str, source: str, target: str) -> bool:
+        form = {"langpair": APY_PAIRS[(source, target)], "q": text, "markUnknown": "no"}
+        response = await client.post(f"{url}/translate", data=form)
+        return response.status_code == 200 and response.json().get("responseStatus") == 200
+
+    return send
+
+
+@contextmanager
+def environment(settings: dict[str, str]) -> Iterator[None]:
+    """Extra environment variables for the processes started inside (bench.serve passes its own on)."""
+    saved = {key: os.environ.get(key) for key in settings}
+    os.environ.update(settings)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+@contextmanager
+def apertium_server(startup_seconds: float) -> Iterator[str]:
+    """APy on a free port of 127.0.0.1; yields its base URL once it lists its pairs."""
+    if shutil.which("apertium") is None or not APY_MODES.is_dir():
+        raise SystemExit("Apertium and its es-en pair are not installed: run `make peers`")
+    port = free_port()
+    with tempfile.TemporaryFile() as log:
+        # Debian's APy runs on the system Python, where its package (and tornado) live.
+        process = subprocess.Popen(["/usr/bin/python3", "-c", APY_LAUNCHER, "-p", str(port), str(APY_MODES)],
+                                   stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "LC_ALL": "C.UTF-8"})
+        url = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + startup_seconds
+            while True:
+                if process.poll() is not None:
+                    log.seek(0)
+                    raise RuntimeError(f"apertium-apy exited with {process.returncode}:\n{log.read().decode()[-3000:]}")
+                try:
+                    if httpx.get(f"{url}/listPairs", timeout=2).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"apertium-apy was not ready within {startup_seconds:g} s")
+                time.sleep(0.25)
+            yield url
+        finally:
+            process.terminate()
+            try:
+                process.wait(15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+async def send_load(send: Send, work: Work, clients: int, max_seconds: float) -> dict:
+    """`clients` concurrent callers share `work`, one sentence per request, until done or out of time."""
+    latencies: list[float] = []
+    failures = 0
+    queue = list(reversed(work))
+    deadline = time.monotonic() + max_seconds
+
+    async def caller(client: httpx.AsyncClient) -> None:
+        nonlocal failures
+        while queue and time.monotonic() < deadline:
+            text, source, target = queue.pop()
+            started = time.perf_counter()
+            try:
+                ok = await send(client, text, source, target)
+            except httpx.HTTPError:
+                ok = False
+            latencies.append(time.perf_counter() - started)
+            failures += not ok
+
+    async with httpx.AsyncClient(timeout=max_seconds + 60, limits=httpx.Limits(max_connections=clients)) as client:
+        started = time.perf_counter()
+        await asyncio.gather(*(caller(client) for _ in range(clients)))
+        seconds = time.perf_counter() - started
+    cuts = statistics.quantiles(latencies, n=100, method="inclusive") if len(latencies) > 1 else latencies * 99
+    return {
+        "clients": clients, "requests": len(latencies), "failures": failures, "seconds": round(seconds, 3),
+        "requests_per_s": round((len(latencies) - failures) / seconds, 2),
+        "p50_ms": round(1000 * cuts[49], 1), "p95_ms": round(1000 * cuts[94], 1), "p99_ms": round(1000 * cuts[98], 1),
+    }
+
+
+def measure(name: str, send: Send, work: Work, max_seconds: float) -> list[dict]:
+    asyncio.run(send_load(send, work[:8], 2, max_seconds))  # warm up: both directions' pipelines and caches
+    runs = []
+    for clients in CLIENTS:
+        run = {"server": name, **asyncio.run(send_load(send, work, clients, max_seconds))}
+        runs.append(run)
+        print(f"{name:>8} clients={clients:>2}: {run['requests_per_s']:7.2f} requests/s  p50 {run['p50_ms']:7.1f} ms  "
+              f"p95 {run['p95_ms']:7.1f} ms  p99 {run['p99_ms']:7.1f} ms  ({run['requests']} requests, "
+              f"{run['failures']} failed)", flush=True)
+    return runs
+
+
+def plot(runs: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (latency, rate) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for name, color in (("ours", "tab:blue"), ("apertium", "tab:orange")):
+        mine = [r for r in runs if r["server"] == name]
+        clients = [r["clients"] for r in mine]
+        for key, style in (("p50_ms", "-o"), ("p95_ms", "--s"), ("p99_ms", ":^")):
+            latency.plot(clients, [r[key] for r in mine], style, color=color, label=f"{name} {key.removesuffix('_ms')}")
+        rate.plot(clients, [r["requests_per_s"] for r in mine], "-o", color=color, label=name)
+    for ax in (latency, rate):
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(list(CLIENTS), [str(c) for c in CLIENTS])
+        ax.set_xlabel("concurrent clients")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+    latency.set_yscale("log")
+    latency.set_ylabel("latency per request (ms)")
+    latency.set_title("Latency, one sentence per request")
+    rate.set_ylabel("requests/s")
+    rate.set_title("Throughput")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m bench.serve_peers", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--weights", type=Path, default=ROOT / "weights",
+                   help="a WEIGHTS_DIR (folder of model folders) or one model folder (default: weights/)")
+    p.add_argument("--split", type=Path, default=TEST_SPLIT, help="test split TSV (domain, source, en, es)")
+    p.add_argument("--requests", type=int, default=400, help="requests per run, one sentence each (default 400)")
+    p.add_argument("--max-seconds", type=float, default=60, help="stop sending after this long per run (default 60)")
+    p.add_argument("--startup-seconds", type=float, default=180, help="give up if a server is not ready by then")
+    p.add_argument("--server-env", action="append", default=[], metavar="KEY=VALUE",
+                   help="a setting for our server (app/settings.py), repeatable; default TORCH_THREADS=1")
+    p.add_argument("--out", type=Path, default=None, help="results folder (default bench/results)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if bad := [item for item in args.server_env if "=" not in item]:
+        raise SystemExit(f"--server-env wants KEY=VALUE, not {bad}")
+    server_env = {"TORCH_THREADS": "1", **dict(item.split("=", 1) for item in args.server_env)}
+    work = sentences(args.requests, args.split)
+    runs: list[dict] = []
+    with tempfile.TemporaryDirectory() as scratch, environment(server_env):
+        weights = weights_dir(args.weights, Path(scratch))
+        with server(weights, batching=True, startup_seconds=args.startup_seconds) as url:
+            served = httpx.get(f"{url}/models", timeout=10).json()[0]
+            runs += measure("ours", ours_request(url), work, args.max_seconds)
+    with apertium_server(args.startup_seconds) as url:
+        runs += measure("apertium", apertium_request(url), work, args.max_seconds)
+    rate = {(r["server"], r["clients"]): r["requests_per_s"] for r in runs}
+    out = args.out or RESULTS
+    out.mkdir(parents=True, exist_ok=True)
+    plot(runs, out / "serve_peers.png")
+    result = {
+        "model": served["name"], "device": served["device"], "dtype": served["dtype"], "strategy": "greedy",
+        "server_env": server_env,
+        "sentences": "Tatoeba rows of " + str(args.split.relative_to(ROOT) if args.split.is_relative_to(ROOT) else args.split),
+        "apertium": "apertium-apy with its default settings, markUnknown=no",
+        **{f"{name}_rps_{c}": rate[(name, c)] for name in ("ours", "apertium") for c in CLIENTS},
+        "ours_at_least_apertium_8": rate[("ours", 8)] >= rate[("apertium", 8)],
+        "runs": runs,
+        "plot": "serve_peers.png",
+        "command": " ".join(["python -m bench.serve_peers", *(sys.argv[1:] if argv is None else argv)]),
+    }
+    path = write_result("serve_peers", result, out)
+    print(f"at 8 clients: ours {result['ours_rps_8']} requests/s, Apertium {result['apertium_rps_8']}; wrote {path} "
+          f"and {out / 'serve_peers.png'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
