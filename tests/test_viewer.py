@@ -19,11 +19,8 @@ from urllib.parse import urlencode
 
 import httpx
 import pytest
-import torch
 
-from model.checkpoint import export
-from model.tokenizer import TranslationTokenizer, train_bpe
-from model.transformer import Transformer, TransformerConfig
+from tests.app_fixtures import build_tiny_model
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -32,87 +29,7 @@ CHROMIUM_ARGS = [
 ]
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "artifacts" / "viewer"
-MODEL_NAME = "viewer-tiny"
 SENTENCE = "El gato come pescado."
-
-PAIRS = [
-    ("El gato come pescado.", "The cat eats fish."),
-    ("El perro come carne.", "The dog eats meat."),
-    ("El gato duerme.", "The cat sleeps."),
-    ("El perro duerme en casa.", "The dog sleeps at home."),
-    ("La niña lee un libro.", "The girl reads a book."),
-    ("El niño lee un libro.", "The boy reads a book."),
-    ("Me gusta el café.", "I like coffee."),
-    ("Me gusta el té.", "I like tea."),
-    ("¿Dónde está el gato?", "Where is the cat?"),
-    ("¿Dónde está el perro?", "Where is the dog?"),
-    ("Hace frío hoy.", "It is cold today."),
-    ("Hace calor hoy.", "It is hot today."),
-    ("Tengo un gato negro.", "I have a black cat."),
-    ("Tengo un perro blanco.", "I have a white dog."),
-    ("Ella bebe agua.", "She drinks water."),
-    ("Él bebe leche.", "He drinks milk."),
-    ("Nosotros comemos pan.", "We eat bread."),
-    ("Ellos comen fruta.", "They eat fruit."),
-    ("La casa es grande.", "The house is big."),
-    ("La casa es pequeña.", "The house is small."),
-    ("El libro es nuevo.", "The book is new."),
-    ("El café está caliente.", "The coffee is hot."),
-    ("Buenos días.", "Good morning."),
-    ("Buenas noches.", "Good night."),
-    ("Gracias por todo.", "Thanks for everything."),
-    ("¿Cómo estás?", "How are you?"),
-    ("Estoy bien.", "I am fine."),
-    ("El pescado es fresco.", "The fish is fresh."),
-    ("La niña come fruta.", "The girl eats fruit."),
-    ("El niño bebe agua.", "The boy drinks water."),
-]
-
-
-def build_tiny_model(weights_dir: Path, steps: int = 150) -> Path:
-    """Train a BPE and a tiny Transformer on PAIRS (both directions) and export it under `weights_dir`."""
-    threads = torch.get_num_threads()
-    # One thread: matrices this small gain nothing from more, and on a busy CI machine
-    # contended threads make training ten times slower.
-    torch.set_num_threads(1)
-    try:
-        return _train_and_export(weights_dir, steps)
-    finally:
-        torch.set_num_threads(threads)
-
-
-def _train_and_export(weights_dir: Path, steps: int) -> Path:
-    torch.manual_seed(0)
-    texts = [s for pair in PAIRS for s in pair]
-    tok = TranslationTokenizer(train_bpe(texts * 4, vocab_size=500))
-    cfg = TransformerConfig(
-        vocab_size=tok.vocab_size, d_model=32, n_heads=4, d_ff=64, encoder_layers=2, decoder_layers=2, dropout=0.0
-    )
-    model = Transformer(cfg)
-    examples = [(tok.encode_source(es, "en"), tok.encode_target(en)) for es, en in PAIRS]
-    examples += [(tok.encode_source(en, "es"), tok.encode_target(es)) for es, en in PAIRS]
-    src = _pad([s for s, _ in examples], tok.pad_id)
-    tgt = _pad([[tok.bos_id, *t] for _, t in examples], tok.pad_id)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    model.train()
-    for _ in range(steps):
-        logits = model(src, tgt[:, :-1])
-        loss = torch.nn.functional.cross_entropy(
-            logits.reshape(-1, logits.size(-1)), tgt[:, 1:].reshape(-1), ignore_index=tok.pad_id
-        )
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    model.eval()
-    return export(model, tok, weights_dir / MODEL_NAME, MODEL_NAME, card={"purpose": "viewer end-to-end test"})
-
-
-def _pad(rows: list[list[int]], pad: int) -> torch.Tensor:
-    out = torch.full((len(rows), max(map(len, rows))), pad, dtype=torch.long)
-    for i, row in enumerate(rows):
-        out[i, : len(row)] = torch.tensor(row)
-    return out
-
 
 def _free_port() -> int:
     with socket.socket() as s:
