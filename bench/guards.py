@@ -15,13 +15,11 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-import torch
-
 from bench.common import write_result
 from model.checkpoint import load
 from model.data import read_split
-from model.decoding import DecodeOptions, decode
-from model.evaluate import default_max_new_tokens, directions_of, limit_per_domain, score, special_ids
+from model.decoding import DecodeOptions
+from model.evaluate import decode_texts, directions_of, limit_per_domain, score
 
 SETTINGS = {"no_guard": 0, "no_repeat_3gram": 3, "no_repeat_4gram": 4}
 POLICIES = ("source_length", "fixed_256")
@@ -33,24 +31,11 @@ def has_repeated_ngram(ids: list[int], n: int = 4) -> bool:
 
 
 def run(loaded, texts: list[str], target: str, no_repeat: int, policy: str, batch: int = 32):
-    tok, model = loaded.tokenizer, loaded.model
-    encoded = [tok.encode_source(t, target)[: model.cfg.max_len] for t in texts]
-    order = sorted(range(len(texts)), key=lambda i: len(encoded[i]))
-    outputs, cut, looping = [""] * len(texts), 0, 0
-    for start in range(0, len(order), batch):
-        idx = order[start : start + batch]
-        longest = max(len(encoded[i]) for i in idx)
-        src = torch.full((len(idx), longest), tok.pad_id, dtype=torch.long)
-        for row, i in enumerate(idx):
-            src[row, : len(encoded[i])] = torch.tensor(encoded[i])
-        cap = default_max_new_tokens(longest) if policy == "source_length" else 256
-        opts = DecodeOptions(max_new_tokens=min(cap, model.cfg.max_len - 1), no_repeat_ngram=no_repeat)
-        for i, hyps in zip(idx, decode(model, src, opts, special_ids(tok))):
-            hyp = hyps[0]
-            outputs[i] = tok.decode(hyp.ids)
-            cut += not hyp.finished
-            looping += has_repeated_ngram(hyp.ids)
-    return outputs, cut, looping
+    opts = DecodeOptions(no_repeat_ngram=no_repeat)
+    fixed = 256 if policy == "fixed_256" else None
+    hyps = decode_texts(loaded.model, loaded.tokenizer, texts, target, opts, batch, max_new_tokens=fixed)
+    outputs = [loaded.tokenizer.decode(h.ids) for h in hyps]
+    return outputs, sum(not h.finished for h in hyps), sum(has_repeated_ngram(h.ids) for h in hyps)
 
 
 def main(argv: list[str] | None = None) -> int:

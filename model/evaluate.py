@@ -20,7 +20,7 @@ import torch
 
 from model.checkpoint import CARD, LoadedModel, load
 from model.data import SplitRow, read_split
-from model.decoding import DecodeOptions, SpecialIds, decode
+from model.decoding import DecodeOptions, Hypothesis, SpecialIds, decode
 from model.tokenizer import TranslationTokenizer
 from model.transformer import Transformer
 
@@ -43,6 +43,39 @@ def default_max_new_tokens(source_len: int) -> int:
     return min(2 * source_len + 10, 256)
 
 
+def decode_texts(
+    model: Transformer,
+    tokenizer: TranslationTokenizer,
+    texts: list[str],
+    target: str,
+    opts: DecodeOptions,
+    batch_size: int = 64,
+    max_new_tokens: int | None = None,
+) -> list[Hypothesis]:
+    """Best hypothesis per text, batching sentences of similar length so little padding is decoded.
+
+    `max_new_tokens` None follows each batch's longest source (`default_max_new_tokens`).
+    """
+    device = model.embedding.weight.device
+    limit = model.cfg.max_len
+    # Sources past the model's positions keep their head and their </s>.
+    encoded = [ids if len(ids) <= limit else [*ids[: limit - 1], tokenizer.eos_id] for ids in (tokenizer.encode_source(t, target) for t in texts)]
+    order = sorted(range(len(texts)), key=lambda i: len(encoded[i]))
+    out: list[Hypothesis | None] = [None] * len(texts)
+    special = special_ids(tokenizer)
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
+        longest = max(len(encoded[i]) for i in idx)
+        src = torch.full((len(idx), longest), tokenizer.pad_id, dtype=torch.long)
+        for row, i in enumerate(idx):
+            src[row, : len(encoded[i])] = torch.tensor(encoded[i])
+        max_new = min(max_new_tokens or default_max_new_tokens(longest), limit - 1)
+        batch_opts = DecodeOptions(**{**opts.__dict__, "max_new_tokens": max_new})
+        for i, hyps in zip(idx, decode(model, src.to(device), batch_opts, special)):
+            out[i] = hyps[0]
+    return out
+
+
 def translate_texts(
     model: Transformer,
     tokenizer: TranslationTokenizer,
@@ -51,25 +84,8 @@ def translate_texts(
     opts: DecodeOptions,
     batch_size: int = 64,
 ) -> list[str]:
-    """Translate many texts, batching sentences of similar length so little padding is decoded."""
-    device = model.embedding.weight.device
-    limit = model.cfg.max_len
-    # Sources past the model's positions keep their head and their </s>.
-    encoded = [ids if len(ids) <= limit else [*ids[: limit - 1], tokenizer.eos_id] for ids in (tokenizer.encode_source(t, target) for t in texts)]
-    order = sorted(range(len(texts)), key=lambda i: len(encoded[i]))
-    out: list[str] = [""] * len(texts)
-    special = special_ids(tokenizer)
-    for start in range(0, len(order), batch_size):
-        idx = order[start : start + batch_size]
-        longest = max(len(encoded[i]) for i in idx)
-        src = torch.full((len(idx), longest), tokenizer.pad_id, dtype=torch.long)
-        for row, i in enumerate(idx):
-            src[row, : len(encoded[i])] = torch.tensor(encoded[i])
-        max_new = min(default_max_new_tokens(longest), limit - 1)
-        batch_opts = DecodeOptions(**{**opts.__dict__, "max_new_tokens": max_new})
-        for i, hyps in zip(idx, decode(model, src.to(device), batch_opts, special)):
-            out[i] = tokenizer.decode(hyps[0].ids)
-    return out
+    """Translate many texts (see `decode_texts`)."""
+    return [tokenizer.decode(h.ids) for h in decode_texts(model, tokenizer, texts, target, opts, batch_size)]
 
 
 def score(hypotheses: list[str], references: list[str]) -> dict:
