@@ -5,22 +5,61 @@ callers together multiplies throughput. Only texts with the same key (model and 
 options) share a batch; the oldest waiting text decides which key goes next, so no key starves.
 Decoding runs on one worker thread: torch releases the GIL inside its kernels, so the event
 loop keeps accepting requests, and the device never runs two batches that would only contend.
+
+Greedy texts go further (`ContinuousBatcher`, iteration-level batching): they join a running
+batch at its next decoder step and leave it with their last token, so a short sentence is not
+held back by a long one and the decoder never waits for a window to close.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
+import threading
 import time
 from collections.abc import Callable, Hashable, Iterator
-from concurrent.futures import Executor
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 from app.metrics import Metrics
+from model.continuous import ContinuousGreedy, Request
+from model.decoding import Hypothesis
 
 log = logging.getLogger("app.batching")
+
+
+class DecodeThread:
+    """The one thread that runs the model, jobs in submission order (CUDA state stays on one thread).
+
+    It counts the jobs queued, so that a long-running job (the continuous batch) can step aside
+    after a decoder step and let a beam batch or a streamed token run before it continues.
+    """
+
+    def __init__(self) -> None:
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="decode")
+        self._queued = 0
+        self._lock = threading.Lock()
+
+    async def run(self, fn: Callable, *args: Any) -> Any:
+        with self._lock:
+            self._queued += 1
+
+        def job() -> Any:
+            with self._lock:
+                self._queued -= 1
+            return fn(*args)
+
+        return await asyncio.get_running_loop().run_in_executor(self.executor, job)
+
+    @property
+    def others_waiting(self) -> bool:
+        return self._queued > 0
+
+    def shutdown(self) -> None:
+        self.executor.shutdown(wait=False, cancel_futures=True)
 
 
 class QueueFull(Exception):
@@ -66,14 +105,17 @@ class Batcher:
     def __init__(
         self,
         run_batch: Callable[[list[Any]], list[Any]],
-        executor: Executor,
+        thread: DecodeThread,
         metrics: Metrics,
         window_s: float,
         max_items: int,
         max_tokens: int,
+        quiet_s: float | None = None,
     ):
-        self.run_batch, self.executor, self.metrics = run_batch, executor, metrics
+        self.run_batch, self.thread, self.metrics = run_batch, thread, metrics
         self.window_s, self.max_items, self.max_tokens = window_s, max_items, max_tokens
+        self.quiet_s = window_s if quiet_s is None else min(quiet_s, window_s)
+        self._last_arrival = 0.0
         self.waiting: list[_Waiting] = []
         self._arrived = asyncio.Event()
         self._task: asyncio.Task | None = None
@@ -94,6 +136,7 @@ class Batcher:
         item = _Waiting(key, payload, length, asyncio.get_running_loop().create_future())
         item.future.add_done_callback(lambda _: self._forget(item))
         self.waiting.append(item)
+        self._last_arrival = item.since
         self._changed()
         self._arrived.set()
         return item.future
@@ -113,7 +156,10 @@ class Batcher:
                 await self._arrived.wait()
                 continue
             oldest = self.waiting[0]
-            wait = oldest.since + self.window_s - time.monotonic()
+            # Wait for company until the window closes, or earlier once arrivals pause: callers
+            # that send together arrive within a millisecond or two of each other, and a lone
+            # caller should not pay the whole window.
+            wait = min(oldest.since + self.window_s, self._last_arrival + self.quiet_s) - time.monotonic()
             if wait > 0 and not self._full(oldest.key):
                 self._arrived.clear()
                 try:
@@ -154,9 +200,7 @@ class Batcher:
         self.metrics.batch_size.observe(len(batch))
         started = time.perf_counter()
         try:
-            results = await asyncio.get_running_loop().run_in_executor(
-                self.executor, self.run_batch, [item.payload for item in batch]
-            )
+            results = await self.thread.run(self.run_batch, [item.payload for item in batch])
         except asyncio.CancelledError:  # shutting down: nobody will collect these results
             for item in batch:
                 item.future.cancel()
@@ -172,3 +216,131 @@ class Batcher:
         for item, result in zip(batch, results):
             if not item.future.done():  # its caller may have timed out meanwhile
                 item.future.set_result(result)
+
+
+class ContinuousBatcher:
+    """Iteration-level batching of greedy texts: one running `ContinuousGreedy` batch per model.
+
+    Callers `submit` on the event loop; the decode thread admits waiting texts before each step
+    (within `max_items` rows and `max_tokens` padded source tokens), steps every model's batch, and
+    answers each caller as soon as its text ends. A caller that gives up is dropped at the next step.
+    """
+
+    def __init__(self, thread: DecodeThread, metrics: Metrics, max_items: int, max_tokens: int):
+        self.thread, self.metrics = thread, metrics
+        self.max_items, self.max_tokens = max_items, max_tokens
+        # Shared by the event loop and the decode thread, so only touched under _lock:
+        self._batches: dict[str, ContinuousGreedy] = {}
+        self._waiting: list[_Waiting] = []
+        self._futures: dict[int, asyncio.Future] = {}  # request tag -> its caller's future
+        self._gone: set[int] = set()  # tags of callers who gave up
+        self._lock = threading.Lock()
+        self._tags = itertools.count()
+        self._driver: asyncio.Task | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def submit(self, model: str, make: Callable[[], ContinuousGreedy], request: Request) -> asyncio.Future:
+        """Queue `request` for `model`'s running batch (built by `make` on first use)."""
+        self._loop = asyncio.get_running_loop()
+        item = _Waiting(model, request, len(request.source_ids), self._loop.create_future())
+        request.tag = next(self._tags)  # not id(item): ids are reused once an object is freed
+        item.future.add_done_callback(lambda future: self._forget(request.tag, future))
+        with self._lock:
+            if model not in self._batches:
+                self._batches[model] = make()
+            self._waiting.append(item)
+            self._futures[request.tag] = item.future
+            self.metrics.queue_depth.set(len(self._waiting))
+        if self._driver is None or self._driver.done():
+            self._driver = asyncio.create_task(self._drive(), name="continuous-batch")
+        return item.future
+
+    async def stop(self) -> None:
+        if self._driver:
+            self._driver.cancel()
+            await asyncio.gather(self._driver, return_exceptions=True)
+        with self._lock:
+            futures, self._futures, self._waiting = list(self._futures.values()), {}, []
+        for future in futures:
+            future.cancel()
+
+    def _forget(self, tag: int, future: asyncio.Future) -> None:
+        with self._lock:
+            self._futures.pop(tag, None)
+            if future.cancelled():  # timed out or hung up: its row leaves at the next step
+                self._gone.add(tag)
+
+    def _has_work(self) -> bool:
+        with self._lock:
+            return bool(self._waiting) or any(len(b) for b in self._batches.values())
+
+    async def _drive(self) -> None:
+        # Checked and ended on the event loop, where `submit` runs: a text submitted after the last
+        # check finds this task done and starts a new one.
+        while self._has_work():
+            try:
+                await self.thread.run(self._steps)
+            except Exception as e:  # a bug in decoding: fail the texts in flight, keep serving
+                log.exception("continuous decoding failed")
+                self._fail_all(e)
+
+    def _steps(self) -> None:
+        """On the decode thread: admit, step and answer until idle or until another job is queued."""
+        while True:
+            running = [batch for batch in self._admit() if len(batch)]
+            if not running:
+                return
+            for batch in running:
+                self.metrics.continuous_rows.observe(len(batch))
+                finished = batch.step()
+                with self._lock:
+                    answers = [(self._futures.get(request.tag), hyp) for request, hyp in finished]
+                for future, hypothesis in answers:
+                    if future is not None:
+                        self._loop.call_soon_threadsafe(_answer, future, hypothesis)
+            if self.thread.others_waiting:
+                return
+
+    def _admit(self) -> list[ContinuousGreedy]:
+        """Drop the rows of callers who left, let waiting texts join; returns every model's batch."""
+        with self._lock:
+            gone, self._gone = self._gone, set()
+            batches = dict(self._batches)
+            joining: dict[str, list[Request]] = {}
+            still_waiting = []
+            for w in self._waiting:
+                if w.payload.tag in gone:
+                    continue
+                batch, group = batches[w.key], joining.setdefault(w.key, [])
+                rows = len(batch) + len(group) + 1
+                width = max([batch.source_positions if len(batch) else 0, w.length, *(len(r.source_ids) for r in group)])
+                if rows > 1 and (rows > self.max_items or rows * width > self.max_tokens):
+                    still_waiting.append(w)
+                else:
+                    group.append(w.payload)
+            self._waiting = still_waiting
+            self.metrics.queue_depth.set(len(still_waiting))
+        for name, batch in batches.items():
+            if gone:
+                batch.remove(gone)
+            batch.add(joining.get(name, []))
+        return list(batches.values())
+
+    def _fail_all(self, error: Exception) -> None:
+        with self._lock:
+            futures, self._futures, self._waiting = list(self._futures.values()), {}, []
+            batches = list(self._batches.values())
+        for batch in batches:
+            batch.remove({row.request.tag for row in batch.rows})
+        for future in futures:
+            self._loop.call_soon(_answer_error, future, error)
+
+
+def _answer(future: asyncio.Future, hypothesis: Hypothesis) -> None:
+    if not future.done():  # its caller may have timed out meanwhile
+        future.set_result(hypothesis)
+
+
+def _answer_error(future: asyncio.Future, error: Exception) -> None:
+    if not future.done():
+        future.set_exception(error)

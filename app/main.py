@@ -7,8 +7,10 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
 from app import errors, libretranslate, openapi, routes
@@ -60,6 +62,8 @@ def create_app(settings: Settings | None = None, on_load_failure: Callable[[], N
         version="0.1.0",
         description=DESCRIPTION,
         lifespan=lifespan,
+        docs_url=None,  # FastAPI's /docs and /redoc load their scripts from a CDN; ours ships with the app
+        redoc_url=None,
     )
     app.state.settings, app.state.metrics, app.state.translator = settings, metrics, translator
     errors.install(app)
@@ -80,4 +84,20 @@ def create_app(settings: Settings | None = None, on_load_failure: Callable[[], N
     if routes.STATIC_DIR.is_dir():  # the viewer's assets ship with the package
         app.mount("/static", StaticFiles(directory=routes.STATIC_DIR), name="static")
     app.openapi = lambda: openapi.document(app, settings)
+    _add_docs(app)
     return app
+
+
+def _add_docs(app: FastAPI) -> None:
+    """Swagger UI at /docs from app/static/swagger-ui (a pinned copy of npm's swagger-ui-dist), so
+    the docs render on a server with no internet access, as a self-hosted service often is."""
+    assets = "static/swagger-ui"
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "").rstrip("/")
+        return get_swagger_ui_html(
+            openapi_url=f"{root}{app.openapi_url}", title=f"{app.title} - API",
+            swagger_js_url=f"{root}/{assets}/swagger-ui-bundle.js", swagger_css_url=f"{root}/{assets}/swagger-ui.css",
+            swagger_favicon_url=f"{root}/{assets}/favicon-32x32.png",
+        )

@@ -26,7 +26,11 @@ class Metrics:
             "translate_in_flight", "Texts admitted and not yet answered (bounded by MAX_QUEUE).", registry=r
         )
         self.batch_size = Histogram(
-            "translate_batch_size", "Texts per decoded batch.", buckets=BATCH_BUCKETS, registry=r
+            "translate_batch_size", "Texts per decoded batch (beam search, and greedy without continuous batching).", buckets=BATCH_BUCKETS, registry=r
+        )
+        self.continuous_rows = Histogram(
+            "translate_continuous_rows", "Texts in each decoder step of the continuous greedy batch.",
+            buckets=BATCH_BUCKETS, registry=r,
         )
         self.batch_seconds = Histogram(
             "translate_batch_seconds", "Time to decode one batch.", buckets=LATENCY_BUCKETS, registry=r

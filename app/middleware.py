@@ -28,8 +28,7 @@ JSON_TYPES = ("application/json",)
 
 # Routes open without an API key and outside rate limits: probes and scrapers, which carry no key,
 # and the pages that describe the API (the docs, the viewer's page and assets), which hold no data.
-OPEN_PATHS = frozenset({"/health", "/ready", "/metrics", "/", "/docs", "/docs/oauth2-redirect", "/redoc",
-                        "/openapi.json"})
+OPEN_PATHS = frozenset({"/health", "/ready", "/metrics", "/", "/docs", "/openapi.json"})
 OPEN_PREFIXES = ("/static/",)
 
 

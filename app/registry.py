@@ -9,6 +9,7 @@ import torch
 
 from model.checkpoint import CONFIG, LoadedModel, ModelLoadError, load
 from model.decoding import DecodeOptions, SpecialIds, decode
+from model.quantize import quantize_int8
 
 log = logging.getLogger("app.registry")
 
@@ -30,6 +31,17 @@ def resolve_dtype(setting: str, device: torch.device) -> torch.dtype:
     return torch.float32 if setting == "auto" else DTYPES[setting]
 
 
+def resolve_quantization(setting: str, device: torch.device, dtype: torch.dtype) -> str:
+    """int8 where the kernels exist (CPU, float32 activations); auto chooses it there because a
+    small-batch decoding step mostly waits for weights to arrive from memory."""
+    if setting == "auto":
+        return "int8" if device.type == "cpu" and dtype == torch.float32 else "none"
+    if setting == "int8" and (device.type != "cpu" or dtype != torch.float32):
+        raise ModelLoadError(f"QUANTIZE=int8 needs DEVICE=cpu and float32, not {device.type} and "
+                             f"{str(dtype).removeprefix('torch.')}")
+    return setting
+
+
 def model_folders(weights_dir: Path) -> list[Path]:
     if not weights_dir.is_dir():
         return []
@@ -42,7 +54,7 @@ def special_ids(loaded: LoadedModel) -> SpecialIds:
     return SpecialIds(pad=tok.pad_id, bos=tok.bos_id, eos=tok.eos_id, never=(tok.unk_id, *tok.lang_ids.values()))
 
 
-def load_all(weights_dir: Path, device_setting: str, dtype_setting: str) -> dict[str, LoadedModel]:
+def load_all(weights_dir: Path, device_setting: str, dtype_setting: str, quantize_setting: str = "none") -> dict[str, LoadedModel]:
     """Every model folder under `weights_dir`, loaded and warmed up; ModelLoadError names the culprit."""
     if not weights_dir.is_dir():
         raise ModelLoadError(f"{weights_dir}: the weights folder (WEIGHTS_DIR) does not exist")
@@ -51,15 +63,19 @@ def load_all(weights_dir: Path, device_setting: str, dtype_setting: str) -> dict
         raise ModelLoadError(f"no model folder (one holding {CONFIG}) under {weights_dir}")
     device = resolve_device(device_setting)
     dtype = resolve_dtype(dtype_setting, device)
+    quantization = resolve_quantization(quantize_setting, device, dtype)
     models: dict[str, LoadedModel] = {}
     for folder in folders:
         loaded = load(folder, device, dtype)
+        if quantization == "int8":
+            loaded.model, loaded.quantization = quantize_int8(loaded.model), "int8"
         if loaded.name in models:
             raise ModelLoadError(f"{folder}: a model named {loaded.name!r} is already loaded from "
                                  f"{models[loaded.name].path}")
         warm_up(loaded)
         models[loaded.name] = loaded
-        log.info("loaded %s from %s on %s as %s", loaded.name, folder, device, str(dtype).removeprefix("torch."))
+        log.info("loaded %s from %s on %s as %s (quantization: %s)", loaded.name, folder, device,
+                 str(dtype).removeprefix("torch."), loaded.quantization)
     return models
 
 

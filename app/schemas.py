@@ -65,7 +65,8 @@ class Decoding(BaseModel):
     max_new_tokens: int | None = Field(
         None, ge=1, description="Generated tokens, `</s>` included, before the output is cut "
         "(`finish_reason: length`); at most MAX_NEW_TOKENS. Default: twice the source length plus 10, "
-        "as in the model's evaluation (for texts decoded together, of the longest).", examples=[128],
+        "as in the model's evaluation (in beam search over texts batched together, of the longest).",
+        examples=[128],
     )
     length_penalty: float = Field(
         1.0, ge=0.0, le=2.0, description="Hypotheses are ranked by sum(log p) / length ** length_penalty.",
@@ -271,6 +272,9 @@ class ModelInfo(BaseModel):
     parameters: int = Field(description="Number of parameters.", examples=[31_000_000])
     device: str = Field(description="Where it runs.", examples=["cuda:0"])
     dtype: str = Field(description="Compute precision.", examples=["bfloat16"])
+    quantization: Literal["none", "int8"] = Field(
+        description="`int8`: linear layers hold int8 weights (the QUANTIZE setting).", examples=["int8"]
+    )
     weights_sha256: str = Field(description="sha256 of model.safetensors, checked at load.", examples=["39cf9a51…"])
     max_source_tokens: int = Field(description="Longest source accepted, in tokens.", examples=[256])
     config: dict = Field(description="Architecture (layers, heads, sizes).", examples=[{"decoder_layers": 3}])

@@ -19,6 +19,11 @@ class Settings(BaseSettings):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto", description="auto: float32 (bfloat16 decoded 7-13x slower on an H200, see bench/results/gpu.json)."
     )
+    quantize: Literal["auto", "none", "int8"] = Field(
+        "auto", description="int8: int8 weights in every linear layer, each input row quantised on its own so a "
+        "translation never depends on what shares its batch (CPU only); about 2x the sentences/s of float32 for "
+        "at most 0.4 BLEU (bench/results/quality.json). auto: int8 on CPU, none on CUDA."
+    )
     torch_threads: int = Field(
         0, ge=0, description="CPU threads torch may use; 0 keeps its default (every core it sees, which in a "
         "container can be far more than the container's CPU quota)."
@@ -35,7 +40,14 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(512 * 1024, ge=1024, description="Request body size, checked before parsing; 413.")
 
     batching: bool = Field(True, description="Decode concurrent requests together.")
+    continuous_batching: bool = Field(
+        True, description="Greedy texts join a running decode between two steps and leave it with their last "
+        "token, instead of waiting for a batch of their own (needs BATCHING)."
+    )
     batch_window_ms: float = Field(10.0, ge=0, description="How long the first text of a batch waits for company.")
+    batch_quiet_ms: float = Field(
+        2.0, ge=0, description="A batch leaves before its window closes once no text has arrived for this long."
+    )
     batch_max_items: int = Field(32, ge=1, description="Texts per decoded batch.")
     batch_max_tokens: int = Field(8192, ge=1, description="Padded source tokens per batch (texts x longest).")
 

@@ -11,18 +11,18 @@ import asyncio
 import logging
 import math
 from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import astuple, dataclass, field, replace
 
 import torch
 
-from app.batching import Admission, Batcher, QueueFull
+from app.batching import Admission, Batcher, ContinuousBatcher, DecodeThread, QueueFull
 from app.errors import InputError, Unavailable
 from app.metrics import Metrics
 from app.registry import load_all, special_ids
 from app.schemas import Output, StreamRequest, TranslateRequest
 from app.settings import Settings
 from model.checkpoint import LoadedModel, ModelLoadError
+from model.continuous import ContinuousGreedy, Request
 from model.decoding import DecodeOptions, Hypothesis, KVCache, Step, TopToken, decode
 from model import segment
 from model.evaluate import default_max_new_tokens
@@ -74,24 +74,26 @@ class Translator:
         self.models: dict[str, LoadedModel] = {}
         self.problem: str | None = None  # why no model is served, once loading failed
         # One thread: the device runs one batch at a time anyway, and CUDA state stays on one thread.
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="decode")
+        self.thread = DecodeThread()
         self.admission = Admission(settings.max_queue, metrics)
         self.batcher = Batcher(
-            self._decode_batch, self.executor, metrics,
+            self._decode_batch, self.thread, metrics,
             window_s=settings.batch_window_ms / 1000 if settings.batching else 0.0,
             max_items=settings.batch_max_items, max_tokens=settings.batch_max_tokens,
+            quiet_s=settings.batch_quiet_ms / 1000,
         )
+        self.continuous = ContinuousBatcher(self.thread, metrics, settings.batch_max_items, settings.batch_max_tokens)
 
     # --- lifecycle -------------------------------------------------------------------------
 
     async def start(self) -> None:
         """Load and warm up every model (on the decode thread), then accept translations."""
         self.batcher.start()
-        s, loop = self.settings, asyncio.get_running_loop()
+        s = self.settings
         if s.torch_threads:  # set on the decode thread itself: once a thread exists, its count is its own
-            await loop.run_in_executor(self.executor, torch.set_num_threads, s.torch_threads)
+            await self.thread.run(torch.set_num_threads, s.torch_threads)
         try:
-            self.models = await loop.run_in_executor(self.executor, load_all, s.weights_dir, s.device, s.dtype)
+            self.models = await self.thread.run(load_all, s.weights_dir, s.device, s.dtype, s.quantize)
         except ModelLoadError as e:
             self.problem = str(e)
             log.error("serving no model: %s", e)
@@ -101,7 +103,8 @@ class Translator:
 
     async def stop(self) -> None:
         await self.batcher.stop()
-        self.executor.shutdown(wait=False, cancel_futures=True)
+        await self.continuous.stop()
+        self.thread.shutdown()
 
     @property
     def ready(self) -> bool:
@@ -129,9 +132,10 @@ class Translator:
             {
                 "name": m.name,
                 "directions": [{"source": s, "target": t} for s, t in m.directions],
-                "parameters": m.model.num_parameters(),
+                "parameters": m.parameters,
                 "device": str(m.device),
                 "dtype": str(m.dtype).removeprefix("torch."),
+                "quantization": m.quantization,
                 "weights_sha256": m.weights_sha256,
                 "max_source_tokens": self._source_token_limit(m)[0],
                 "config": m.config.to_dict(),
@@ -252,12 +256,15 @@ class Translator:
         return {"model": job.loaded.name, "translations": answers}
 
     async def _decode(self, job: Job) -> list[list[Hypothesis]]:
-        # With batching off, a key no other request shares keeps each request in a batch of its own.
-        key = (job.loaded.name, astuple(job.options), job.auto_length, None if self.settings.batching else object())
-        futures = [
-            self.batcher.submit(key, _Item(job.loaded, ids, job.options, job.auto_length), len(ids))
-            for ids in job.source_ids
-        ]
+        if self._continuous(job.options):
+            futures = [self._submit_continuous(job, ids) for ids in job.source_ids]
+        else:
+            # With batching off, a key no other request shares keeps each request in a batch of its own.
+            key = (job.loaded.name, astuple(job.options), job.auto_length, None if self.settings.batching else object())
+            futures = [
+                self.batcher.submit(key, _Item(job.loaded, ids, job.options, job.auto_length), len(ids))
+                for ids in job.source_ids
+            ]
         try:
             return await asyncio.wait_for(_results(futures), self.settings.request_timeout_s)
         except TimeoutError:
@@ -265,6 +272,17 @@ class Translator:
         finally:
             for future in futures:  # after a timeout or a hang-up, texts still queued leave the queue
                 future.cancel()
+
+    def _continuous(self, options: DecodeOptions) -> bool:
+        s = self.settings
+        return s.batching and s.continuous_batching and options.strategy == "greedy" and not options.no_repeat_ngram
+
+    def _submit_continuous(self, job: Job, ids: list[int]) -> asyncio.Future:
+        """One text into the model's running greedy batch; the future resolves to [its hypothesis]."""
+        loaded = job.loaded
+        request = Request(ids, _sized(job.options, job.auto_length, [ids]))
+        future = self.continuous.submit(loaded.name, lambda: ContinuousGreedy(loaded.model, special_ids(loaded)), request)
+        return _as_n_best(future)
 
     def _timed_out(self) -> Unavailable:
         self.metrics.rejected.labels("timeout").inc()
@@ -321,11 +339,11 @@ class Translator:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.settings.request_timeout_s
         options = _sized(job.options, job.auto_length, job.source_ids)
-        search = await loop.run_in_executor(self.executor, GreedyStream, job.loaded, job.source_ids[0], options)
+        search = await self.thread.run(GreedyStream, job.loaded, job.source_ids[0], options)
         while not search.finished:
             if loop.time() > deadline:
                 raise self._timed_out()
-            yield await loop.run_in_executor(self.executor, search.step)
+            yield await self.thread.run(search.step)
 
 
 def _sized(options: DecodeOptions, auto_length: bool, sources: list[list[int]]) -> DecodeOptions:
@@ -336,6 +354,25 @@ def _sized(options: DecodeOptions, auto_length: bool, sources: list[list[int]]) 
         return options
     longest = max(map(len, sources))
     return replace(options, max_new_tokens=min(options.max_new_tokens, default_max_new_tokens(longest)))
+
+
+def _as_n_best(future: asyncio.Future) -> asyncio.Future:
+    """A future of [hypothesis] (the static batcher's n-best shape) that, cancelled, cancels `future`."""
+    wrapped = asyncio.get_running_loop().create_future()
+
+    def copy(done: asyncio.Future) -> None:
+        if wrapped.done():
+            return
+        if done.cancelled():
+            wrapped.cancel()
+        elif done.exception() is not None:
+            wrapped.set_exception(done.exception())
+        else:
+            wrapped.set_result([done.result()])
+
+    future.add_done_callback(copy)
+    wrapped.add_done_callback(lambda w: w.cancelled() and future.cancel())
+    return wrapped
 
 
 async def _results(futures: list[asyncio.Future]) -> list:

@@ -7,7 +7,7 @@ Exports the model to a CTranslate2 folder (runs/ct2/<name>-<sha256 prefix>, reus
 weights do not change), checks that both engines' greedy outputs agree token for token on Tatoeba
 test sentences in both directions, then times batch 1 and batch 32, greedy and beam 4: ours
 against CTranslate2 float32, and for reference both engines with int8 weights (ours through
-model.transformer.quantize_int8), on the same pre-tokenized sentences in the same batches, with
+model.quantize.quantize_int8), on the same pre-tokenized sentences in the same batches, with
 the same max length and thread count. Runs alternate between the engines and
 the best of --repeats counts, so a noisy shared machine slows both alike.
 
@@ -31,7 +31,8 @@ from model.data import read_split
 from model.decoding import DecodeOptions, SpecialIds, decode
 from model.evaluate import default_max_new_tokens, special_ids
 from model.tokenizer import TranslationTokenizer
-from model.transformer import Transformer, quantize_int8
+from model.quantize import quantize_int8
+from model.transformer import Transformer
 
 ROOT = Path(__file__).resolve().parents[1]
 TEST_SPLIT = ROOT / "data" / "all" / "splits" / "test.tsv"

@@ -3,12 +3,12 @@
     python -m bench.quality [--weights weights/es-en-multidomain] [--limit 500] [--strategies greedy,beam4] [--no-int8]
 
 Translates the first --limit rows of every domain of the test split in both directions with our
-model (model.evaluate.translate_texts, greedy and beam 4; also greedy with int8 weights,
-model.transformer.quantize_int8, to check what quantisation costs) and with Apertium
+model (model.evaluate.translate_texts, greedy and beam 4, each also with the int8 weights the
+service uses on CPU, model.quantize.quantize_int8, to check what quantisation costs) and with Apertium
 (`apertium -u spa-eng` and `eng-spa`, the rule-based peer; -u drops the '*' it puts before unknown
 words, as a user reading the output would), and scores them with sacrebleu BLEU and chrF against
-the same references. Writes bench/results/quality.json (with `int8_bleu_change`: int8 greedy
-BLEU minus float32 greedy BLEU per direction) and a markdown table, printed and saved as
+the same references. Writes bench/results/quality.json (with `int8_bleu_change`: int8 BLEU minus
+float32 BLEU per strategy and direction) and a markdown table, printed and saved as
 bench/results/quality.md. Apertium needs `make peers`.
 """
 
@@ -28,7 +28,7 @@ from bench.common import RESULTS, write_result
 from model.checkpoint import load
 from model.data import SplitRow, read_split
 from model.evaluate import HEADLINE_SOURCE, STRATEGIES, directions_of, limit_per_domain, score, translate_texts
-from model.transformer import quantize_int8
+from model.quantize import quantize_int8
 
 ROOT = Path(__file__).resolve().parents[1]
 TEST_SPLIT = ROOT / "data" / "all" / "splits" / "test.tsv"
@@ -101,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=500, help="rows per domain (default 500; 0 = all)")
     p.add_argument("--strategies", default="greedy,beam4", help="our decoding strategies, comma list of: " + ", ".join(STRATEGIES))
     p.add_argument("--int8", action=argparse.BooleanOptionalAction, default=True,
-                   help="also translate greedily with int8 weights (default: on)")
+                   help="also translate with int8 weights, every strategy (default: on)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     p.add_argument("--out", type=Path, default=None, help="results folder (default bench/results)")
@@ -120,7 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     loaded = load(args.weights)
     ours = {f"ours_{name}": (loaded.model, STRATEGIES[name]) for name in strategies}
     if args.int8:
-        ours["ours_int8_greedy"] = quantize_int8(loaded.model), STRATEGIES["greedy"]
+        quantized = quantize_int8(loaded.model)
+        ours |= {f"ours_int8_{name}": (quantized, STRATEGIES[name]) for name in strategies}
     rows = limit_per_domain(read_split(args.split), args.limit)
     directions: dict = {}
     for direction, pair in APERTIUM_PAIRS.items():
@@ -148,8 +149,8 @@ def main(argv: list[str] | None = None) -> int:
         "limit_per_domain": args.limit, "sentences_per_direction": len(rows), "threads": torch.get_num_threads(),
         "apertium": {"command": "apertium -u {spa-eng|eng-spa}", "packages": apertium_versions()},
         "directions": directions,
-        **({"int8_bleu_change": {d: round(r["ours_int8_greedy"]["scores"]["all"]["bleu"] - r["ours_greedy"]["scores"]["all"]["bleu"], 2)
-                                 for d, r in directions.items()}} if args.int8 and "greedy" in strategies else {}),
+        **({"int8_bleu_change": {name: {d: round(r[f"ours_int8_{name}"]["scores"]["all"]["bleu"] - r[f"ours_{name}"]["scores"]["all"]["bleu"], 2)
+                                        for d, r in directions.items()} for name in strategies}} if args.int8 else {}),
         "command": " ".join(["python -m bench.quality", *(sys.argv[1:] if argv is None else argv)]),
     }
     out = args.out or RESULTS

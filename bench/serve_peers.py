@@ -5,10 +5,8 @@
 Starts `python -m app` (greedy decoding, dynamic batching on) and `apertium-apy` (Debian's
 package, its default settings), each on a free port of 127.0.0.1 only, one after the other, and
 sends both the same Tatoeba test sentences, one per request, alternating es->en and en->es, from
-1, 8 and 32 concurrent clients. Our server runs with TORCH_THREADS=1 unless --server-env says
-otherwise: the load generator shares the machine's cores, and a decode thread whose OpenMP team
-spans every core stalls whenever one of them is busy (on 2 cores, 8 clients: 12 against 29
-requests/s).
+1, 8 and 32 concurrent clients. Our server runs with its default settings (int8 weights on CPU,
+torch's own thread count) unless --server-env says otherwise.
 
 Every run is bounded by --requests and --max-seconds, and the servers are stopped at the end.
 Writes bench/results/serve_peers.json (requests/s and p50/p95/p99 latency of every run,
@@ -22,19 +20,18 @@ import argparse
 import asyncio
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 
 from bench.common import RESULTS, write_result
-from bench.serve import free_port, server, weights_dir
+from bench.serve import Send, Work, free_port, send_load, server, translate_request, weights_dir
 from model.data import read_split
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,9 +51,6 @@ sys.argv = ["apertium-apy", *sys.argv[1:]]
 main()
 """
 
-Work = list[tuple[str, str, str]]  # (text, source language, target language)
-Send = Callable[[httpx.AsyncClient, str, str, str], Awaitable[bool]]  # one request; True when answered well
-
 
 def sentences(limit: int, split: Path = TEST_SPLIT) -> Work:
     """Tatoeba test sentences, alternating es->en and en->es."""
@@ -64,16 +58,6 @@ def sentences(limit: int, split: Path = TEST_SPLIT) -> Work:
     if not rows:
         raise SystemExit(f"no Tatoeba rows in {split}: run `python -m model.data` first")
     return [(r.es, "es", "en") if i % 2 == 0 else (r.en, "en", "es") for i, r in enumerate(rows)]
-
-
-def ours_request(url: str) -> Send:
-    async def send(client: httpx.AsyncClient, text: str, source: str, target: str) -> bool:
-        body = {"text": text, "source": source, "target": target, "decoding": {"strategy": "greedy"},
-                "output": {"steps": False, "attention": "none"}}
-        response = await client.post(f"{url}/translate", json=body)
-        return response.status_code == 200 and bool(response.json()["translations"][0]["text"])
-
-    return send
 
 
 def apertium_request(url: str) -> Send:
@@ -135,37 +119,6 @@ def apertium_server(startup_seconds: float) -> Iterator[str]:
                 process.wait()
 
 
-async def send_load(send: Send, work: Work, clients: int, max_seconds: float) -> dict:
-    """`clients` concurrent callers share `work`, one sentence per request, until done or out of time."""
-    latencies: list[float] = []
-    failures = 0
-    queue = list(reversed(work))
-    deadline = time.monotonic() + max_seconds
-
-    async def caller(client: httpx.AsyncClient) -> None:
-        nonlocal failures
-        while queue and time.monotonic() < deadline:
-            text, source, target = queue.pop()
-            started = time.perf_counter()
-            try:
-                ok = await send(client, text, source, target)
-            except httpx.HTTPError:
-                ok = False
-            latencies.append(time.perf_counter() - started)
-            failures += not ok
-
-    async with httpx.AsyncClient(timeout=max_seconds + 60, limits=httpx.Limits(max_connections=clients)) as client:
-        started = time.perf_counter()
-        await asyncio.gather(*(caller(client) for _ in range(clients)))
-        seconds = time.perf_counter() - started
-    cuts = statistics.quantiles(latencies, n=100, method="inclusive") if len(latencies) > 1 else latencies * 99
-    return {
-        "clients": clients, "requests": len(latencies), "failures": failures, "seconds": round(seconds, 3),
-        "requests_per_s": round((len(latencies) - failures) / seconds, 2),
-        "p50_ms": round(1000 * cuts[49], 1), "p95_ms": round(1000 * cuts[94], 1), "p99_ms": round(1000 * cuts[98], 1),
-    }
-
-
 def measure(name: str, send: Send, work: Work, max_seconds: float) -> list[dict]:
     asyncio.run(send_load(send, work[:8], 2, max_seconds))  # warm up: both directions' pipelines and caches
     runs = []
@@ -216,7 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-seconds", type=float, default=60, help="stop sending after this long per run (default 60)")
     p.add_argument("--startup-seconds", type=float, default=180, help="give up if a server is not ready by then")
     p.add_argument("--server-env", action="append", default=[], metavar="KEY=VALUE",
-                   help="a setting for our server (app/settings.py), repeatable; default TORCH_THREADS=1")
+                   help="a setting for our server (app/settings.py), repeatable; default: none")
     p.add_argument("--out", type=Path, default=None, help="results folder (default bench/results)")
     return p
 
@@ -225,14 +178,14 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if bad := [item for item in args.server_env if "=" not in item]:
         raise SystemExit(f"--server-env wants KEY=VALUE, not {bad}")
-    server_env = {"TORCH_THREADS": "1", **dict(item.split("=", 1) for item in args.server_env)}
+    server_env = dict(item.split("=", 1) for item in args.server_env)
     work = sentences(args.requests, args.split)
     runs: list[dict] = []
     with tempfile.TemporaryDirectory() as scratch, environment(server_env):
         weights = weights_dir(args.weights, Path(scratch))
         with server(weights, batching=True, startup_seconds=args.startup_seconds) as url:
             served = httpx.get(f"{url}/models", timeout=10).json()[0]
-            runs += measure("ours", ours_request(url), work, args.max_seconds)
+            runs += measure("ours", translate_request(url, "greedy"), work, args.max_seconds)
     with apertium_server(args.startup_seconds) as url:
         runs += measure("apertium", apertium_request(url), work, args.max_seconds)
     rate = {(r["server"], r["clients"]): r["requests_per_s"] for r in runs}

@@ -37,6 +37,11 @@ class LoadedModel:
     card: dict
     weights_sha256: str
     directions: list[tuple[str, str]]
+    quantization: str = "none"  # "int8" once app.registry swapped `model` for a quantised copy
+    parameters: int = 0  # of the float model as trained (a quantised copy holds no nn.Parameter weights)
+
+    def __post_init__(self):
+        self.parameters = self.parameters or self.model.num_parameters()
 
     @property
     def device(self) -> torch.device:

@@ -84,11 +84,15 @@ class PositionalEncoding(nn.Module):
         self.register_buffer("table", table, persistent=False)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, offset: int = 0) -> torch.Tensor:
-        # offset: position of x[:, 0] in the sequence, so cached decoding adds the right sinusoid.
+    def forward(self, x: torch.Tensor, offset: int | torch.Tensor = 0) -> torch.Tensor:
+        # offset: position of x[:, 0] in the sequence, so cached decoding adds the right sinusoid;
+        # a (B,) tensor gives every row its own position (rows of a continuous batch, one step each).
         t = x.size(1)
-        if offset + t > self.table.size(0):
-            raise ValueError(f"sequence of {offset + t} positions exceeds max_len={self.table.size(0)}")
+        last = (int(offset.max()) if offset.numel() else 0) if torch.is_tensor(offset) else offset
+        if last + t > self.table.size(0):
+            raise ValueError(f"sequence of {last + t} positions exceeds max_len={self.table.size(0)}")
+        if torch.is_tensor(offset):
+            return self.dropout(x + self.table[offset][:, None, :])
         return self.dropout(x + self.table[offset : offset + t])
 
 
@@ -372,19 +376,22 @@ class Transformer(nn.Module):
         memory: torch.Tensor,
         src_mask: torch.Tensor,
         cache: LayerCache | None = None,
-        offset: int = 0,
+        offset: int | torch.Tensor = 0,
         self_layers: frozenset[int] = frozenset(),
         cross_layers: frozenset[int] = frozenset(),
+        cache_mask: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, DecoderOutput]:
         """Logits (B, T, V) for each decoder position, plus any attention weights asked for.
 
         With a cache, `tgt` holds only the new positions (usually one), starting at `offset`;
-        their keys/values are appended to the cache, so no causal mask is needed.
+        their keys/values are appended to the cache, so no causal mask is needed, unless rows hold
+        histories of different lengths: then `offset` is per row and `cache_mask` (B, 1, 1, L) hides
+        each row's unused cache positions.
         """
         t = tgt.size(1)
-        if cache is not None and t > 1 and offset > 0:
+        if cache is not None and t > 1 and (torch.is_tensor(offset) or offset > 0):
             raise ValueError("cached decoding feeds one new position at a time")
-        self_mask = causal_mask(t, tgt.device).to(memory.dtype) if t > 1 else None
+        self_mask = causal_mask(t, tgt.device).to(memory.dtype) if t > 1 else cache_mask
         y = self.positional(self.embedding(tgt), offset)
         out = self.decoder(y, memory, self_mask, src_mask, cache, self_layers, cross_layers)
         return self.projection(out.hidden), out
@@ -395,28 +402,3 @@ class Transformer(nn.Module):
         logits, _ = self.decode(tgt, memory, src_mask)
         return logits
 
-
-def quantize_int8(model: Transformer) -> Transformer:
-    """A copy of `model` for CPU inference whose linear layers, the projection included, hold int8 weights.
-
-    Dynamic quantisation: weights are stored as int8 (one scale per output channel) and activations
-    are quantised on the fly. A decoding step of a small batch mostly waits for weights to arrive
-    from memory, so a quarter of the bytes makes it several times faster; bench.quality measures
-    what it costs in BLEU. The copy is for inference only and cannot be exported or trained.
-    """
-    import copy
-    import warnings
-
-    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
-
-    quantized = copy.deepcopy(model).eval()
-    # The tied projection becomes a Linear over the same matrix so that it is quantised as well;
-    # the embedding lookup keeps the float matrix.
-    projection = nn.Linear(model.cfg.d_model, model.cfg.vocab_size, bias=False)
-    projection.weight = quantized.embedding.weight
-    quantized.projection = projection
-    with warnings.catch_warnings():
-        # torch.ao announces its move to the separate torchao package; the API works as documented in 2.13.
-        warnings.simplefilter("ignore", DeprecationWarning)
-        warnings.filterwarnings("ignore", message="torch.quantize_per_tensor, torch.quantize_per_channel")
-        return quantize_dynamic(quantized, {nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 
 import pytest
 import torch
@@ -57,7 +58,7 @@ async def test_a_single_text_gets_one_translation(client):
     assert len(answer["translations"]) == 1 and answer["translations"][0]["text"] == TRANSLATION
 
 
-async def test_beam_steps_are_the_model_probabilities_of_the_tokens(client, tiny_weights):
+async def test_beam_steps_are_the_model_probabilities_of_the_tokens(client):
     answer = await translate(
         client, text=SENTENCE, decoding={"strategy": "beam", "beam_size": 4, "alternatives": 2},
         output={"top_k": 2, "attention": "heads", "attention_layers": [0, -1]},
@@ -69,8 +70,8 @@ async def test_beam_steps_are_the_model_probabilities_of_the_tokens(client, tiny
     assert len(t["alternatives"]) == 2 and all(a["score"] <= t["score"] for a in t["alternatives"])
     assert len({a["text"] for a in t["alternatives"]} | {t["text"]}) == 3
 
-    # Teacher-force the same model on the answer: p(tokens[i] | source, tokens[:i]).
-    loaded = load(tiny_weights / MODEL_NAME)
+    # Teacher-force the served model (int8 on CPU by default) on the answer: p(tokens[i] | source, tokens[:i]).
+    loaded = client.app.state.translator.models[MODEL_NAME]
     src = torch.tensor([loaded.tokenizer.encode_source(SENTENCE, "en")])
     ids = [s["id"] for s in t["steps"]]
     with torch.inference_mode():
@@ -155,6 +156,8 @@ async def test_models_languages_health_ready(client, tiny_weights):
     device = resolve_device(settings.device)
     assert info["name"] == MODEL_NAME and info["device"].split(":")[0] == device.type
     assert info["dtype"] == str(resolve_dtype(settings.dtype, device)).removeprefix("torch.")
+    assert info["quantization"] == ("int8" if device.type == "cpu" else "none")  # QUANTIZE=auto
+    assert info["parameters"] == load(folder).model.num_parameters()
     assert info["weights_sha256"] == sha256_file(folder / "model.safetensors")
     assert info["metrics"] == json.loads((folder / "card.json").read_text())["metrics"]
     assert {(d["source"], d["target"]) for d in info["directions"]} == {("es", "en"), ("en", "es")}
@@ -193,6 +196,11 @@ async def test_every_answer_has_a_request_id_and_a_json_log_line(client, caplog)
 async def test_docs_render_and_every_field_is_described_with_an_example(client):
     docs = await client.get("/docs")
     assert docs.status_code == 200 and "swagger-ui" in docs.text
+    # Everything the page loads comes from this server: the docs render without internet access.
+    assets = re.findall(r'(?:src|href)="([^"]+)"', docs.text)
+    assert assets and all(a.startswith("/") for a in assets), assets
+    for asset in assets + ["/openapi.json"]:
+        assert (await client.get(asset)).status_code == 200, asset
     schemas = (await client.get("/openapi.json")).json()["components"]["schemas"]
     ours = {name: s for name, s in schemas.items() if "ValidationError" not in name}
     assert {"TranslateRequest", "TranslateResponse", "LibreTranslateResponse", "ModelInfo"} <= set(ours)
@@ -220,5 +228,4 @@ async def test_not_ready_until_a_model_is_loaded(tmp_path):
 async def test_torch_threads_applies_to_the_decode_thread(tiny_weights):
     assert torch.get_num_threads() == 1  # one_torch_thread; a new thread would start with 1 too
     async with serving(tiny_weights, torch_threads=2) as client:
-        executor = client.app.state.translator.executor
-        assert executor.submit(torch.get_num_threads).result() == 2
+        assert await client.app.state.translator.thread.run(torch.get_num_threads) == 2

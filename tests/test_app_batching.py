@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
-from app.batching import Batcher
+from app.batching import Batcher, DecodeThread
 from app.deps import unless_disconnected
 from app.metrics import Metrics
 from app.schemas import TranslateRequest
@@ -43,7 +42,7 @@ async def make_batcher():
 
     def make(run, **bounds) -> Batcher:
         settings = {"window_s": 0.05, "max_items": 8, "max_tokens": 10_000, **bounds}
-        batcher = Batcher(run, ThreadPoolExecutor(1), Metrics(), **settings)
+        batcher = Batcher(run, DecodeThread(), Metrics(), **settings)
         batcher.start()
         made.append(batcher)
         return batcher
@@ -81,6 +80,23 @@ async def test_a_full_batch_leaves_without_waiting_out_the_window(make_batcher):
     assert results == [0, 2, 4]
 
 
+async def test_a_lone_caller_leaves_once_arrivals_pause_not_when_the_window_closes(make_batcher):
+    run = Recorder()
+    batcher = make_batcher(run, window_s=30, quiet_s=0.05)
+    assert await asyncio.wait_for(batcher.submit("k", 1, 1), 5) == 2
+
+
+async def test_callers_arriving_within_the_quiet_gap_share_a_batch(make_batcher):
+    run = Recorder()
+    batcher = make_batcher(run, window_s=30, quiet_s=0.5)
+    futures = []
+    for i in range(3):  # 50 ms apart: each arrival restarts the 500 ms quiet gap
+        futures.append(batcher.submit("k", i, 1))
+        await asyncio.sleep(0.05)
+    assert await asyncio.wait_for(asyncio.gather(*futures), 5) == [0, 2, 4]
+    assert run.batches == [[0, 1, 2]]
+
+
 async def test_a_caller_that_gives_up_frees_its_place(make_batcher):
     run = Recorder()
     batcher = make_batcher(run, window_s=0.2)
@@ -114,37 +130,72 @@ async def _translate_concurrently(client, bodies: list[dict]) -> list[dict]:
     return [r.json()["translations"][0] for r in responses]
 
 
-def _batches(app) -> list[float]:
-    """(count, sum) of the translate_batch_size histogram."""
+def _histogram(app, name: str = "translate_batch_size") -> list[float]:
+    """(count, sum) of a histogram: batches and texts for translate_batch_size."""
     registry = app.state.metrics.registry
-    return [registry.get_sample_value(f"translate_batch_size_{s}") for s in ("count", "sum")]
+    return [registry.get_sample_value(f"{name}_{s}") for s in ("count", "sum")]
+
+
+def _assert_same_answers(together: list[dict], alone: list[dict]) -> None:
+    for t, a in zip(together, alone, strict=True):
+        assert t["tokens"] == a["tokens"] and t["score"] == pytest.approx(a["score"], abs=1e-5)
+        assert [s["probability"] for s in t["steps"]] == pytest.approx([s["probability"] for s in a["steps"]], abs=1e-5)
 
 
 async def test_concurrent_requests_are_decoded_together_with_compatible_options(tiny_weights):
     greedy = [{"text": t, "source": "es", "target": "en", "decoding": {"strategy": "greedy"}} for t in _texts(6)]
     beam = [{"text": t, "source": "es", "target": "en"} for t in _texts(4)]
-    async with serving(tiny_weights, batch_window_ms=200) as client:
+    async with serving(tiny_weights, batch_window_ms=200, batch_quiet_ms=200, continuous_batching=False) as client:
         together = await _translate_concurrently(client, greedy + beam)
-        assert _batches(client.app) == [2, 10]  # one greedy batch of 6, one beam batch of 4
+        assert _histogram(client.app) == [2, 10]  # one greedy batch of 6, one beam batch of 4
         alone = [(await _translate_concurrently(client, [body]))[0] for body in greedy + beam]
-    for t, a in zip(together, alone):
-        assert t["tokens"] == a["tokens"] and t["score"] == pytest.approx(a["score"], abs=1e-5)
-        assert [s["probability"] for s in t["steps"]] == pytest.approx([s["probability"] for s in a["steps"]], abs=1e-5)
+    _assert_same_answers(together, alone)
     assert [t["text"] for t in together[:6]] == [en for _, en in PAIRS[:6]]
+
+
+async def test_greedy_requests_join_the_running_batch_and_get_what_they_get_alone(tiny_weights):
+    greedy = [{"text": t, "source": "es", "target": "en", "decoding": {"strategy": "greedy"}} for t in _texts(6)]
+    async with serving(tiny_weights) as client:  # continuous batching is the default
+        together = await _translate_concurrently(client, greedy)
+        steps, rows = _histogram(client.app, "translate_continuous_rows")
+        assert rows > steps  # steps decoded several texts at once
+        assert _histogram(client.app) == [0, 0]  # no static batch was involved
+        alone = [(await _translate_concurrently(client, [body]))[0] for body in greedy]
+    _assert_same_answers(together, alone)
+    assert [t["text"] for t in together] == [en for _, en in PAIRS[:6]]
+
+
+async def test_callers_joining_and_leaving_a_running_batch_each_get_their_own_answer(tiny_weights):
+    """8 callers, each sending its next text as soon as the last is answered: rows keep joining and
+    leaving one running batch, and no answer ever goes to the wrong caller."""
+    async with serving(tiny_weights) as client:
+        async def caller(k: int) -> list[tuple[str, str]]:
+            got = []
+            for i in range(30):
+                es, en = PAIRS[(k + i) % len(PAIRS)]
+                body = {"text": es, "source": "es", "target": "en", "decoding": {"strategy": "greedy"}}
+                response = await client.post("/translate", json=body)
+                got.append((response.json()["translations"][0]["text"], en))
+            return got
+
+        answers = [pair for got in await asyncio.gather(*(caller(k) for k in range(8))) for pair in got]
+        steps, rows = _histogram(client.app, "translate_continuous_rows")
+    assert all(text == expected for text, expected in answers)
+    assert len(answers) == 240 and rows > steps
 
 
 async def test_with_batching_off_each_request_is_decoded_alone(tiny_weights):
     bodies = [{"text": t, "source": "es", "target": "en"} for t in _texts(4)]
     async with serving(tiny_weights, batching=False, batch_window_ms=200) as client:
         await _translate_concurrently(client, bodies)
-        assert _batches(client.app) == [4, 4]
+        assert _histogram(client.app) == [4, 4]
         # The texts of one request still share a batch.
         await _translate_concurrently(client, [{"text": _texts(3), "source": "es", "target": "en"}])
-        assert _batches(client.app) == [5, 7]
+        assert _histogram(client.app) == [5, 7]
 
 
 async def test_a_client_that_hangs_up_leaves_the_queue(tiny_weights):
-    async with serving(tiny_weights, batch_window_ms=5000) as client:
+    async with serving(tiny_weights, batch_window_ms=5000, batch_quiet_ms=5000) as client:
         translator = client.app.state.translator
         job = translator.prepare(TranslateRequest(text=_texts(3), source="es", target="en"))
 

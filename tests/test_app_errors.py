@@ -144,7 +144,7 @@ async def test_a_source_over_the_token_limit_is_refused(tiny_weights):
 
 
 async def test_a_full_queue_answers_429_with_retry_after(tiny_weights):
-    async with serving(tiny_weights, max_queue=2, batch_window_ms=300) as client:
+    async with serving(tiny_weights, max_queue=2, batch_window_ms=300, batch_quiet_ms=300) as client:
         waiting = asyncio.create_task(client.post("/translate", json=merged(text=[SENTENCE, SENTENCE])))
         await asyncio.sleep(0.1)  # the first request now holds both places, waiting for its batch
         refused = await client.post("/translate", json=GOOD)
@@ -155,7 +155,7 @@ async def test_a_full_queue_answers_429_with_retry_after(tiny_weights):
 
 
 async def test_a_timeout_answers_503_and_frees_its_place(tiny_weights):
-    async with serving(tiny_weights, request_timeout_s=0.05, batch_window_ms=2000) as client:
+    async with serving(tiny_weights, request_timeout_s=0.05, batch_window_ms=2000, batch_quiet_ms=2000) as client:
         response = await client.post("/translate", json=GOOD)
         assert response.status_code == 503 and int(response.headers["retry-after"]) >= 1
         assert "REQUEST_TIMEOUT_S" in response.json()["detail"]

@@ -26,6 +26,7 @@ import httpx
 import pytest
 
 from bench.soak import ROOT, app_process, free_port
+from model.continuous import ContinuousGreedy
 from tests.app_fixtures import (  # noqa: F401 (fixtures)
     MODEL_NAME,
     PAIRS,
@@ -51,8 +52,8 @@ def slow_server(tiny_weights, tmp_path_factory):
     """A server whose MAX_QUEUE is 32 and whose batches wait 3 s for company (more than 32 texts
     could fill one), so what it admits stays queued while a flood arrives."""
     log_path = tmp_path_factory.mktemp("overload") / "server.log"
-    settings = {"MAX_QUEUE": QUEUE, "BATCH_WINDOW_MS": 3000, "BATCH_MAX_ITEMS": 64, "REQUEST_TIMEOUT_S": 60,
-                "LOG_LEVEL": "warning", "TORCH_THREADS": 1}
+    settings = {"MAX_QUEUE": QUEUE, "BATCH_WINDOW_MS": 3000, "BATCH_QUIET_MS": 3000, "CONTINUOUS_BATCHING": "false",
+                "BATCH_MAX_ITEMS": 64, "REQUEST_TIMEOUT_S": 60, "LOG_LEVEL": "warning", "TORCH_THREADS": 1}
     with log_path.open("w+b") as log, app_process(tiny_weights, log, startup_seconds=120, **settings) as server:
         yield server
     assert "Traceback" not in log_path.read_text()
@@ -156,7 +157,8 @@ async def test_a_deadline_passing_mid_decode_gets_503_frees_its_place_and_spares
     a new request C although its batch is still running, and B and C get the right translations."""
     (first, _), (second, second_en), (third, third_en) = PAIRS[:3]
     timeout = 3.0
-    async with serving(tiny_weights, max_queue=2, request_timeout_s=timeout, batch_window_ms=2000) as client:
+    async with serving(tiny_weights, max_queue=2, request_timeout_s=timeout, batch_window_ms=2000,
+                       batch_quiet_ms=2000, continuous_batching=False) as client:
         translator = client.app.state.translator
         decode, batches = translator.batcher.run_batch, []
         started, release = threading.Event(), threading.Event()
@@ -194,6 +196,45 @@ async def test_a_deadline_passing_mid_decode_gets_503_frees_its_place_and_spares
         assert translator.admission.used == 0 and translator.batcher.waiting == []
         metrics = (await client.get("/metrics")).text
         assert 'translate_rejected_total{reason="timeout"} 1.0' in metrics
+
+
+@pytest.mark.anyio
+async def test_a_greedy_text_timing_out_leaves_the_running_batch_and_its_neighbours_finish(tiny_weights, monkeypatch):
+    """Continuous batching: A decodes alone until B joins its running batch a second later; the
+    steps are then held until A's deadline passes. A gets its 503 and its row leaves the batch; B,
+    whose deadline is a second later, goes on alone and gets the right translation."""
+    (first, _), (second, second_en) = PAIRS[:2]
+    b_queued, both_running, release = threading.Event(), threading.Event(), threading.Event()
+    rows_seen: list[int] = []
+    step = ContinuousGreedy.step
+
+    def held_step(self):
+        rows_seen.append(len(self))
+        if len(self) == 1 and not b_queued.is_set():
+            b_queued.wait(30)  # A alone: keep it decoding until B is queued
+        elif len(self) == 2:
+            both_running.set()
+            release.wait(30)  # a long step: it runs past A's deadline
+        return step(self)
+
+    monkeypatch.setattr(ContinuousGreedy, "step", held_step)
+    async with serving(tiny_weights, request_timeout_s=2.0) as client:
+        translator = client.app.state.translator
+        a = asyncio.create_task(client.post("/translate", json=_body(first)))
+        await _until(lambda: rows_seen)
+        await asyncio.sleep(1.0)
+        b = asyncio.create_task(client.post("/translate", json=_body(second)))
+        await _until(lambda: translator.continuous._waiting)
+        b_queued.set()
+        assert await asyncio.to_thread(both_running.wait, 10)
+        a_answer = await a
+        assert a_answer.status_code == 503 and "REQUEST_TIMEOUT_S" in a_answer.json()["detail"]
+        release.set()
+        b_answer = await b
+        assert b_answer.status_code == 200 and b_answer.json()["translations"][0]["text"] == second_en
+        await _until(lambda: not translator.continuous._has_work())
+        assert rows_seen[-1] == 1  # A's row left; B finished alone
+        assert translator.admission.used == 0 and translator.continuous._futures == {}
 
 
 async def _until(condition, seconds: float = 10) -> None:
@@ -311,8 +352,8 @@ def test_without_exit_on_load_error_ready_stays_503_and_says_why(tiny_weights, t
 
 def test_sigterm_lets_requests_in_flight_finish_and_refuses_new_ones(tiny_weights, tmp_path):
     text, translation = PAIRS[0]
-    settings = {"SHUTDOWN_GRACE_S": 20, "BATCH_WINDOW_MS": 2500, "BATCH_MAX_ITEMS": 64, "LOG_LEVEL": "info",
-                "TORCH_THREADS": 1}
+    settings = {"SHUTDOWN_GRACE_S": 20, "BATCH_WINDOW_MS": 2500, "BATCH_QUIET_MS": 2500, "CONTINUOUS_BATCHING": "false",
+                "BATCH_MAX_ITEMS": 64, "LOG_LEVEL": "info", "TORCH_THREADS": 1}
     with (tmp_path / "server.log").open("w+b") as log, app_process(tiny_weights, log, **settings) as server:
         in_flight: dict = {}
         sender = threading.Thread(target=lambda: in_flight.update(
@@ -334,7 +375,8 @@ def test_sigterm_lets_requests_in_flight_finish_and_refuses_new_ones(tiny_weight
 
 
 def test_sigterm_exits_within_the_grace_period_when_a_request_would_take_longer(tiny_weights, tmp_path):
-    settings = {"SHUTDOWN_GRACE_S": 1, "BATCH_WINDOW_MS": 60_000, "BATCH_MAX_ITEMS": 64, "TORCH_THREADS": 1}
+    settings = {"SHUTDOWN_GRACE_S": 1, "BATCH_WINDOW_MS": 60_000, "BATCH_QUIET_MS": 60_000, "CONTINUOUS_BATCHING": "false",
+                "BATCH_MAX_ITEMS": 64, "TORCH_THREADS": 1}
     with (tmp_path / "server.log").open("w+b") as log, app_process(tiny_weights, log, **settings) as server:
         outcome: dict = {}
 

@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from app.middleware import TokenBuckets
+from model.continuous import ContinuousGreedy
 from tests.app_fixtures import (  # noqa: F401 (fixtures)
     PAIRS,
     anyio_backend,
@@ -226,16 +227,19 @@ async def test_error_bodies_show_no_stack_trace_and_no_path(tiny_weights):
         ]
         # Bugs: an exception in a route, and one on the decode thread, both naming a path.
         translator.languages = lambda: (_ for _ in ()).throw(RuntimeError('File "/work/main/app/x.py", line 1'))
-        decode = translator.batcher.run_batch
-        translator.batcher.run_batch = lambda items: (_ for _ in ()).throw(OSError("/tmp/secret.py: disk on fire"))
-        # As uvicorn does: the 500 goes to the client, and the exception on to the server's log.
-        transport = httpx.ASGITransport(app=client.app, raise_app_exceptions=False)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as plain:
-            crashed = [await plain.get("/languages", headers=key), await plain.post("/translate", json=GOOD, headers=key)]
-        translator.batcher.run_batch = decode
+        with pytest.MonkeyPatch.context() as patch:
+            broken = lambda *_: (_ for _ in ()).throw(OSError("/tmp/secret.py: disk on fire"))  # noqa: E731
+            patch.setattr(translator.batcher, "run_batch", broken)  # beam batches
+            patch.setattr(ContinuousGreedy, "step", broken)  # the running greedy batch
+            # As uvicorn does: the 500 goes to the client, and the exception on to the server's log.
+            transport = httpx.ASGITransport(app=client.app, raise_app_exceptions=False)
+            async with httpx.AsyncClient(transport=transport, base_url="http://test") as plain:
+                crashed = [await plain.get("/languages", headers=key),
+                           await plain.post("/translate", json={**GOOD, "decoding": {"strategy": "beam"}}, headers=key),
+                           await plain.post("/translate", json=GOOD, headers=key)]
         assert (await client.post("/translate", json=GOOD, headers=key)).status_code == 200  # still serving
     statuses = [r.status_code for r in provoked + crashed]
-    assert statuses == [404, 405, 401, 422, 400, 413, 422, 422, 415, 500, 500]
+    assert statuses == [404, 405, 401, 422, 400, 413, 422, 422, 415, 500, 500, 500]
     for response in provoked + crashed:
         assert_plain(response)
     for response in crashed:

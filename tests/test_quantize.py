@@ -1,0 +1,51 @@
+"""model.quantize: int8 weights that approximate the float model and never mix rows of a batch."""
+
+import pytest
+import torch
+from torch import nn
+
+from model.decoding import DecodeOptions, decode
+from model.quantize import Int8Linear, quantize_int8
+from model.transformer import Projection
+from tests.conftest import SPECIAL, copy_task_batch, random_sources, tiny_model
+
+
+def test_int8_copy_approximates_the_model_and_leaves_it_alone():
+    model = tiny_model(seed=4)
+    before = {name: t.clone() for name, t in model.state_dict().items()}
+    quantized = quantize_int8(model)
+    src, tgt = random_sources(9, [3, 7, 5, 11]), random_sources(10, [6, 4, 9, 7])
+    with torch.inference_mode():
+        exact, approx = model(src, tgt).log_softmax(-1), quantized(src, tgt).log_softmax(-1)
+    assert 0 < float((exact - approx).abs().max()) < 0.25  # quantised, and close
+    assert isinstance(model.projection, Projection) and isinstance(quantized.projection, Int8Linear)
+    assert not any(type(m) is nn.Linear for m in quantized.modules())
+    assert all(torch.equal(before[name], t) for name, t in model.state_dict().items())
+
+
+def test_a_row_gets_the_same_output_whatever_shares_its_batch():
+    """Per-tensor dynamic quantisation fails this: one loud row coarsens every other row's grid."""
+    torch.manual_seed(0)
+    linear = nn.Linear(24, 10)
+    layer = Int8Linear(linear)
+    quiet = torch.randn(1, 24) * 0.01
+    loud = torch.randn(5, 24) * 100
+    with torch.inference_mode():
+        alone, together = layer(quiet), layer(torch.cat([quiet, loud]))[:1]
+        assert torch.equal(alone, together)
+        torch.testing.assert_close(alone, linear(quiet), atol=2e-4, rtol=0.02)
+
+
+@pytest.mark.parametrize("strategy", ["greedy", "beam"])
+def test_int8_decoding_of_a_padded_source_equals_decoding_it_alone(trained, strategy):
+    """The service batches strangers' requests: their company must not change a translation."""
+    quantized = quantize_int8(trained)
+    src, _ = copy_task_batch(torch.Generator().manual_seed(11), 6)
+    options = DecodeOptions(strategy=strategy, beam_size=3, max_new_tokens=12, top_k=2, cross_attention_layers=(1,))
+    batched = decode(quantized, src, options, SPECIAL)
+    for i in range(src.size(0)):
+        n = int((src[i] != SPECIAL.pad).sum())
+        alone = decode(quantized, src[i : i + 1, :n], options, SPECIAL)[0][0]
+        assert batched[i][0].ids == alone.ids
+        assert [s.probability for s in batched[i][0].steps] == pytest.approx([s.probability for s in alone.steps], abs=1e-6)
+    assert len({int((s != SPECIAL.pad).sum()) for s in src}) > 1  # the batch really mixes lengths
