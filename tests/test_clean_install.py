@@ -252,6 +252,12 @@ def test_dockerfile_steps_build_a_server_that_translates(tmp_path, machine):
         text = answer["translations"][0]["text"]
         assert EXPECTED_WORD in text.lower(), f"{SENTENCE!r} -> {text!r}"
         assert fetch(f"{url}/health")[0] == 200
+        # The docs' assets are package data: a plain `pip install .` must ship them too.
+        docs = urllib.request.urlopen(f"{url}/docs", timeout=30).read().decode()
+        assets = re.findall(r'(?:src|href)="(/static/[^"]+)"', docs)
+        assert assets, docs[:500]
+        for asset in assets:
+            assert urllib.request.urlopen(f"{url}{asset}", timeout=30).status == 200, asset
         memory_mib = resident_mib(server.pid)
     finally:
         server.send_signal(signal.SIGTERM)  # what `docker stop` and Kubernetes send
