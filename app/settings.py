@@ -44,11 +44,14 @@ class Settings(BaseSettings):
         True, description="Greedy texts join a running decode between two steps and leave it with their last "
         "token, instead of waiting for a batch of their own (needs BATCHING)."
     )
-    batch_window_ms: float = Field(10.0, ge=0, description="How long the first text of a batch waits for company.")
+    batch_window_ms: float = Field(
+        10.0, ge=0, description="How long the first text of a batch waits for company (beam search; greedy too "
+        "without continuous batching)."
+    )
     batch_quiet_ms: float = Field(
         2.0, ge=0, description="A batch leaves before its window closes once no text has arrived for this long."
     )
-    batch_max_items: int = Field(32, ge=1, description="Texts per decoded batch.")
+    batch_max_items: int = Field(32, ge=1, description="Texts per decoded batch, and rows of the running greedy batch.")
     batch_max_tokens: int = Field(8192, ge=1, description="Padded source tokens per batch (texts x longest).")
 
     shutdown_grace_s: float = Field(

@@ -1,13 +1,15 @@
 """Throughput and latency of the real HTTP service, with dynamic batching on and off.
 
     python -m bench.serve [--weights DIR] [--requests 96] [--strategy beam] [--max-seconds 90]
+                          [--server-env KEY=VALUE ...] [--name serve]
 
 Starts `python -m app` (uvicorn) on a free port of 127.0.0.1 for each setting, BATCHING=true and
 then false, and sends real sentences (data/splits/test.tsv when present, else a built-in list;
 both directions) from 1 and from 16 concurrent clients. Every run is bounded by --requests and by
---max-seconds, and the servers are stopped at the end. Writes bench/results/serve.json with the
+--max-seconds, and the servers are stopped at the end. Writes bench/results/<name>.json with the
 sentences/s and p50/p95 latency of each run, and `batching_speedup_16`: sentences/s with batching
-over without, at 16 clients.
+over without, at 16 clients. The servers run with their default settings plus --server-env
+(e.g. QUANTIZE=none for float32 weights).
 """
 
 from __future__ import annotations
@@ -82,6 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strategy", choices=("greedy", "beam"), default="beam", help="decoding strategy (default beam)")
     p.add_argument("--max-seconds", type=float, default=90, help="stop sending after this long per run")
     p.add_argument("--startup-seconds", type=float, default=180, help="give up if a server is not ready by then")
+    p.add_argument("--server-env", action="append", default=[], metavar="KEY=VALUE",
+                   help="a setting for the servers (app/settings.py), repeatable")
+    p.add_argument("--name", default="serve", help="results file name without .json (default serve)")
     p.add_argument("--out", type=Path, default=None, help="results folder (default bench/results)")
     return p
 
@@ -94,6 +99,21 @@ def sentences(limit: int) -> list[tuple[str, str, str]]:
         en, es = pairs[i % len(pairs)]
         out.append((es, "es", "en") if i % 2 == 0 else (en, "en", "es"))
     return out
+
+
+@contextmanager
+def environment(settings: dict[str, str]) -> Iterator[None]:
+    """Extra environment variables for the processes started inside (bench.serve passes its own on)."""
+    saved = {key: os.environ.get(key) for key in settings}
+    os.environ.update(settings)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def weights_dir(path: Path, scratch: Path) -> Path:
@@ -208,7 +228,8 @@ def run_all(args: argparse.Namespace, weights: Path) -> dict:
                       f"({run['requests']} requests, {run['failures']} failed)", flush=True)
     rate = {(r["batching"], r["clients"]): r["requests_per_s"] for r in runs}
     return {
-        "model": served["name"], "device": served["device"], "dtype": served["dtype"], "strategy": args.strategy,
+        "model": served["name"], "device": served["device"], "dtype": served["dtype"],
+        "quantization": served["quantization"], "strategy": args.strategy,
         "sentences": "data/splits/test.tsv" if TEST_SPLIT.is_file() else "built-in list",
         "server_env": {name: os.environ[name] for name in SERVER_ENV if name in os.environ},
         "runs": runs,
@@ -219,12 +240,15 @@ def run_all(args: argparse.Namespace, weights: Path) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    with tempfile.TemporaryDirectory() as scratch:
+    if bad := [item for item in args.server_env if "=" not in item]:
+        raise SystemExit(f"--server-env wants KEY=VALUE, not {bad}")
+    with tempfile.TemporaryDirectory() as scratch, environment(dict(item.split("=", 1) for item in args.server_env)):
         weights = weights_dir(args.weights, Path(scratch))
         if not any((p / "config.json").is_file() for p in weights.glob("*")):
             raise SystemExit(f"no model folder under {args.weights}; pass --weights DIR")
         result = run_all(args, weights)
-    path = write_result("serve", result, args.out or RESULTS)
+    result["command"] = " ".join(["python -m bench.serve", *(sys.argv[1:] if argv is None else argv)])
+    path = write_result(args.name, result, args.out or RESULTS)
     print(f"batching speedup at 16 clients: {result['batching_speedup_16']}x (target {TARGET_SPEEDUP_16:g}x); "
           f"wrote {path}")
     return 0

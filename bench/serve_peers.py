@@ -31,7 +31,7 @@ from pathlib import Path
 import httpx
 
 from bench.common import RESULTS, write_result
-from bench.serve import Send, Work, free_port, send_load, server, translate_request, weights_dir
+from bench.serve import Send, Work, environment, free_port, send_load, server, translate_request, weights_dir
 from model.data import read_split
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -67,21 +67,6 @@ def apertium_request(url: str) -> Send:
         return response.status_code == 200 and response.json().get("responseStatus") == 200
 
     return send
-
-
-@contextmanager
-def environment(settings: dict[str, str]) -> Iterator[None]:
-    """Extra environment variables for the processes started inside (bench.serve passes its own on)."""
-    saved = {key: os.environ.get(key) for key in settings}
-    os.environ.update(settings)
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 @contextmanager
@@ -193,7 +178,8 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     plot(runs, out / "serve_peers.png")
     result = {
-        "model": served["name"], "device": served["device"], "dtype": served["dtype"], "strategy": "greedy",
+        "model": served["name"], "device": served["device"], "dtype": served["dtype"],
+        "quantization": served["quantization"], "strategy": "greedy",
         "server_env": server_env,
         "sentences": "Tatoeba rows of " + str(args.split.relative_to(ROOT) if args.split.is_relative_to(ROOT) else args.split),
         "apertium": "apertium-apy with its default settings, markUnknown=no",
