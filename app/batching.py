@@ -236,6 +236,7 @@ class ContinuousBatcher:
         self._gone: set[int] = set()  # tags of callers who gave up
         self._lock = threading.Lock()
         self._tags = itertools.count()
+        self._stopped = False
         self._driver: asyncio.Task | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -256,6 +257,7 @@ class ContinuousBatcher:
         return item.future
 
     async def stop(self) -> None:
+        self._stopped = True  # the decode thread leaves its loop after the step it is in
         if self._driver:
             self._driver.cancel()
             await asyncio.gather(self._driver, return_exceptions=True)
@@ -298,7 +300,7 @@ class ContinuousBatcher:
                 for future, hypothesis in answers:
                     if future is not None:
                         self._loop.call_soon_threadsafe(_answer, future, hypothesis)
-            if self.thread.others_waiting:
+            if self.thread.others_waiting or self._stopped:
                 return
 
     def _admit(self) -> list[ContinuousGreedy]:

@@ -108,7 +108,9 @@ class RowCache:
 
     def keep(self, index: torch.Tensor, source_positions: int) -> None:
         """Keep only rows `index`, and the first `source_positions` source positions."""
-        self.k, self.v, self.lengths = self.k[:, index], self.v[:, index], self.lengths[index]
+        positions = self.k.size(3) if len(index) else GROW  # an empty batch gives back what a long row grew
+        self.k, self.v = self.k[:, index, :, :positions], self.v[:, index, :, :positions]
+        self.lengths = self.lengths[index]
         self._cross = [(k[index, :, :source_positions], v[index, :, :source_positions]) for k, v in self._cross]
 
     def pad_source(self, positions: int) -> None:

@@ -99,3 +99,14 @@ def test_rows_longer_than_the_cache_buffer_grow_it(sources):
     assert max(len(h.ids) for h in results.values()) > 32
     for i in range(3):
         _assert_same(results[i], _alone(model, sources[i], options))
+
+
+def test_an_emptied_batch_gives_back_the_cache_a_long_row_grew(sources):
+    model = tiny_model(seed=3)  # untrained: runs to max_new_tokens
+    batch = ContinuousGreedy(model, SPECIAL)
+    long = _run(batch, {0: [Request(sources[0], DecodeOptions(strategy="greedy", max_new_tokens=70), tag="long")]})
+    assert len(long["long"].ids) > 32  # the buffer grew past its first 32 positions
+    assert len(batch) == 0 and batch.cache.k.size(3) == 32
+    options = DecodeOptions(strategy="greedy", max_new_tokens=12)
+    after = _run(batch, {0: [Request(sources[1], options, tag="next")]})
+    _assert_same(after["next"], _alone(model, sources[1], options))
