@@ -4,6 +4,8 @@ import pytest
 import torch
 from torch import nn
 
+from app.registry import resolve_quantization
+from model.checkpoint import ModelLoadError
 from model.decoding import DecodeOptions, decode
 from model.quantize import Int8Linear, quantize_int8
 from model.transformer import Projection
@@ -49,3 +51,14 @@ def test_int8_decoding_of_a_padded_source_equals_decoding_it_alone(trained, stra
         assert batched[i][0].ids == alone.ids
         assert [s.probability for s in batched[i][0].steps] == pytest.approx([s.probability for s in alone.steps], abs=1e-6)
     assert len({int((s != SPECIAL.pad).sum()) for s in src}) > 1  # the batch really mixes lengths
+
+
+def test_the_quantize_setting_resolves_per_device_and_refuses_what_has_no_kernels():
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert resolve_quantization("auto", cpu, torch.float32) == "int8"
+    assert resolve_quantization("auto", cuda, torch.float32) == "none"
+    assert resolve_quantization("auto", cpu, torch.bfloat16) == "none"
+    assert resolve_quantization("none", cpu, torch.float32) == "none"
+    for device, dtype in ((cuda, torch.float32), (cpu, torch.bfloat16)):
+        with pytest.raises(ModelLoadError, match="QUANTIZE=int8 needs DEVICE=cpu and float32"):
+            resolve_quantization("int8", device, dtype)
