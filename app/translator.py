@@ -23,7 +23,7 @@ from app.schemas import Output, StreamRequest, TranslateRequest
 from app.settings import Settings
 from model.checkpoint import LoadedModel, ModelLoadError
 from model.continuous import ContinuousGreedy, Request
-from model.decoding import DecodeOptions, Hypothesis, KVCache, Step, TopToken, decode
+from model.decoding import DecodeOptions, Hypothesis, KVCache, Step, TopToken, decode, right_padded
 from model import segment
 from model.evaluate import default_max_new_tokens
 from model.tokenizer import LANGUAGES
@@ -256,7 +256,9 @@ class Translator:
         return {"model": job.loaded.name, "translations": answers}
 
     async def _decode(self, job: Job) -> list[list[Hypothesis]]:
-        if self._continuous(job.options):
+        """The n-best hypotheses of each of the job's texts (one for greedy search)."""
+        continuous = self._continuous(job.options)
+        if continuous:
             futures = [self._submit_continuous(job, ids) for ids in job.source_ids]
         else:
             # With batching off, a key no other request shares keeps each request in a batch of its own.
@@ -266,7 +268,8 @@ class Translator:
                 for ids in job.source_ids
             ]
         try:
-            return await asyncio.wait_for(_results(futures), self.settings.request_timeout_s)
+            results = await asyncio.wait_for(_results(futures), self.settings.request_timeout_s)
+            return [[hypothesis] for hypothesis in results] if continuous else results
         except TimeoutError:
             raise self._timed_out() from None
         finally:
@@ -278,11 +281,10 @@ class Translator:
         return s.batching and s.continuous_batching and options.strategy == "greedy" and not options.no_repeat_ngram
 
     def _submit_continuous(self, job: Job, ids: list[int]) -> asyncio.Future:
-        """One text into the model's running greedy batch; the future resolves to [its hypothesis]."""
+        """One text into the model's running greedy batch; the future resolves to its hypothesis."""
         loaded = job.loaded
         request = Request(ids, _sized(job.options, job.auto_length, [ids]))
-        future = self.continuous.submit(loaded.name, lambda: ContinuousGreedy(loaded.model, special_ids(loaded)), request)
-        return _as_n_best(future)
+        return self.continuous.submit(loaded.name, lambda: ContinuousGreedy(loaded.model, special_ids(loaded)), request)
 
     def _timed_out(self) -> Unavailable:
         self.metrics.rejected.labels("timeout").inc()
@@ -296,7 +298,7 @@ class Translator:
         first = items[0]
         sources = [item.source_ids for item in items]
         options = _sized(first.options, first.auto_length, sources)
-        return decode(first.loaded.model, _right_padded(sources, first.loaded.tokenizer.pad_id, first.loaded.device),
+        return decode(first.loaded.model, right_padded(sources, first.loaded.tokenizer.pad_id, first.loaded.device),
                       options, special_ids(first.loaded))
 
     def _count(self, best: list[Hypothesis], job: Job) -> None:
@@ -354,25 +356,6 @@ def _sized(options: DecodeOptions, auto_length: bool, sources: list[list[int]]) 
         return options
     longest = max(map(len, sources))
     return replace(options, max_new_tokens=min(options.max_new_tokens, default_max_new_tokens(longest)))
-
-
-def _as_n_best(future: asyncio.Future) -> asyncio.Future:
-    """A future of [hypothesis] (the static batcher's n-best shape) that, cancelled, cancels `future`."""
-    wrapped = asyncio.get_running_loop().create_future()
-
-    def copy(done: asyncio.Future) -> None:
-        if wrapped.done():
-            return
-        if done.cancelled():
-            wrapped.cancel()
-        elif done.exception() is not None:
-            wrapped.set_exception(done.exception())
-        else:
-            wrapped.set_result([done.result()])
-
-    future.add_done_callback(copy)
-    wrapped.add_done_callback(lambda w: w.cancelled() and future.cancel())
-    return wrapped
 
 
 async def _results(futures: list[asyncio.Future]) -> list:
@@ -562,10 +545,3 @@ def _attention_layers(out: Output, n_layers: int) -> list[int]:
         if i % n_layers not in layers:
             layers.append(i % n_layers)
     return layers
-
-
-def _right_padded(rows: list[list[int]], pad: int, device: torch.device) -> torch.Tensor:
-    batch = torch.full((len(rows), max(map(len, rows))), pad, dtype=torch.long)
-    for i, row in enumerate(rows):
-        batch[i, : len(row)] = torch.tensor(row)
-    return batch.to(device)

@@ -1,15 +1,25 @@
-"""Helpers shared by the benchmarks: timing, result files, test sentences."""
+"""Helpers shared by the benchmarks: timing, result files, servers on 127.0.0.1."""
 
 from __future__ import annotations
 
 import json
+import os
 import platform
+import socket
 import statistics
+import subprocess
+import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
+import httpx
 import torch
 
+ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).parent / "results"
 
 
@@ -45,3 +55,73 @@ def write_result(name: str, payload: dict, results_dir: Path = RESULTS) -> Path:
     path = results_dir / f"{name}.json"
     path.write_text(json.dumps({**payload, "machine": machine()}, indent=2, ensure_ascii=False) + "\n")
     return path
+
+
+# --- servers on 127.0.0.1 ---------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Server:
+    url: str
+    process: subprocess.Popen
+
+    def rss_mb(self) -> float:
+        """Resident memory of the server process, from /proc (Linux)."""
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        raise RuntimeError("no VmRSS line in /proc/PID/status")
+
+
+@contextmanager
+def running(command: list[str], port: int, ready_path: str, log: IO[bytes], startup_seconds: float,
+            env: dict[str, str] | None = None, wait: bool = True) -> Iterator[Server]:
+    """`command` (a server on `port` of 127.0.0.1), its output in `log`; yields once GET `ready_path`
+    says 200 (at once with wait=False). Terminated, then killed, on the way out if still running."""
+    process = subprocess.Popen(command, cwd=ROOT, env={**os.environ, **(env or {})}, stdout=log,
+                               stderr=subprocess.STDOUT)
+    server = Server(f"http://127.0.0.1:{port}", process)
+    try:
+        if wait:
+            _wait_ready(server, ready_path, startup_seconds, log)
+        yield server
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def app_process(weights: Path, log: IO[bytes], startup_seconds: float = 120, wait: bool = True,
+                **settings: object) -> Iterator[Server]:
+    """`python -m app` on a free port of 127.0.0.1 serving `weights`; `settings` are environment
+    variables, e.g. MAX_QUEUE=32 (see `running`)."""
+    port = free_port()
+    env = {"HOST": "127.0.0.1", "PORT": str(port), "WEIGHTS_DIR": str(weights),
+           **{name: str(value) for name, value in settings.items()}}
+    return running([sys.executable, "-m", "app"], port, "/ready", log, startup_seconds, env, wait)
+
+
+def _wait_ready(server: Server, path: str, seconds: float, log: IO[bytes]) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            log.seek(0)
+            raise RuntimeError(f"{server.process.args[0]} exited with {server.process.returncode}:\n"
+                               f"{log.read().decode(errors='replace')[-3000:]}")
+        try:
+            if httpx.get(f"{server.url}{path}", timeout=5).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.25)
+    raise RuntimeError(f"the server at {server.url} was not ready within {seconds:g} s")

@@ -28,7 +28,7 @@ import torch
 from bench.common import write_result
 from model.checkpoint import load
 from model.data import read_split
-from model.decoding import DecodeOptions, SpecialIds, decode
+from model.decoding import DecodeOptions, SpecialIds, decode, right_padded
 from model.evaluate import default_max_new_tokens, special_ids
 from model.tokenizer import TranslationTokenizer
 from model.quantize import quantize_int8
@@ -142,13 +142,6 @@ def ctranslate2_options(vocabulary: list[str], special: SpecialIds, beam_size: i
 # --- running both engines on the same batches ------------------------------------------------
 
 
-def padded(batch: list[list[int]], pad: int) -> torch.Tensor:
-    src = torch.full((len(batch), max(map(len, batch))), pad, dtype=torch.long)
-    for row, ids in enumerate(batch):
-        src[row, : len(ids)] = torch.tensor(ids)
-    return src
-
-
 def batches_of(sources: list[list[int]], size: int) -> list[list[int]]:
     """Indices in batches of `size`, of similar lengths so little padding is decoded."""
     order = sorted(range(len(sources)), key=lambda i: len(sources[i]))
@@ -166,7 +159,7 @@ def run_ours(model: Transformer, sources: list[list[int]], batch_size: int, stra
         batch = [sources[i] for i in idx]
         opts = DecodeOptions(strategy="beam" if BEAM[strategy] > 1 else "greedy", beam_size=BEAM[strategy],
                              max_new_tokens=max_new_tokens(batch, model.cfg.max_len))
-        for i, hyps in zip(idx, decode(model, padded(batch, special.pad), opts, special)):
+        for i, hyps in zip(idx, decode(model, right_padded(batch, special.pad), opts, special)):
             out[i] = hyps[0].ids
     return out
 

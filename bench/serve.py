@@ -17,9 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -29,10 +27,9 @@ from pathlib import Path
 
 import httpx
 
-from bench.common import RESULTS, write_result
+from bench.common import RESULTS, ROOT, app_process, write_result
 from model.data import read_split
 
-ROOT = Path(__file__).resolve().parents[1]
 TEST_SPLIT = ROOT / "data" / "splits" / "test.tsv"
 CLIENTS = (1, 16)
 # Settings the servers inherit that change the figures; recorded with them.
@@ -124,49 +121,16 @@ def weights_dir(path: Path, scratch: Path) -> Path:
     return scratch
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextmanager
 def server(weights: Path, batching: bool, startup_seconds: float, log_path: Path | None = None) -> Iterator[str]:
     """`python -m app` on a free local port; yields its base URL once /ready says 200.
 
     With `log_path`, the server logs every request there; otherwise only warnings, kept in memory."""
-    port = free_port()
-    env = {**os.environ, "HOST": "127.0.0.1", "PORT": str(port), "WEIGHTS_DIR": str(weights),
-           "BATCHING": str(batching).lower(), "LOG_LEVEL": "info" if log_path else "warning",
-           "REQUEST_TIMEOUT_S": "300"}
-    with open(log_path, "w+b") if log_path else tempfile.TemporaryFile() as log:
-        process = subprocess.Popen([sys.executable, "-m", "app"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-        url = f"http://127.0.0.1:{port}"
-        try:
-            wait_ready(process, url, startup_seconds, log)
-            yield url
-        finally:
-            process.terminate()
-            try:
-                process.wait(15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-
-
-def wait_ready(process: subprocess.Popen, url: str, seconds: float, log) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            log.seek(0)
-            raise RuntimeError(f"the server exited with {process.returncode}:\n{log.read().decode()[-3000:]}")
-        try:
-            if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.25)
-    raise RuntimeError(f"the server was not ready within {seconds:g} s")
+    settings = {"BATCHING": str(batching).lower(), "LOG_LEVEL": "info" if log_path else "warning",
+                "REQUEST_TIMEOUT_S": 300}
+    with open(log_path, "w+b") if log_path else tempfile.TemporaryFile() as log, \
+            app_process(weights, log, startup_seconds, **settings) as running_server:
+        yield running_server.url
 
 
 def translate_request(url: str, strategy: str) -> Send:

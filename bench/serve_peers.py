@@ -21,20 +21,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import shutil
-import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 
-from bench.common import RESULTS, write_result
-from bench.serve import Send, Work, environment, free_port, send_load, server, translate_request, weights_dir
+from bench.common import RESULTS, free_port, running, write_result
+from bench.serve import Send, Work, environment, send_load, server, translate_request, weights_dir
 from model.data import read_split
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -78,33 +75,11 @@ def apertium_server(startup_seconds: float) -> Iterator[str]:
     if shutil.which("apertium") is None or not APY_MODES.is_dir():
         raise SystemExit("Apertium and its es-en pair are not installed: run `make peers`")
     port = free_port()
-    with tempfile.TemporaryFile() as log:
-        # Debian's APy runs on the system Python, where its package (and tornado) live.
-        process = subprocess.Popen(["/usr/bin/python3", "-c", APY_LAUNCHER, "-p", str(port), str(APY_MODES)],
-                                   stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "LC_ALL": "C.UTF-8"})
-        url = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + startup_seconds
-            while True:
-                if process.poll() is not None:
-                    log.seek(0)
-                    raise RuntimeError(f"apertium-apy exited with {process.returncode}:\n{log.read().decode()[-3000:]}")
-                try:
-                    if httpx.get(f"{url}/listPairs", timeout=2).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"apertium-apy was not ready within {startup_seconds:g} s")
-                time.sleep(0.25)
-            yield url
-        finally:
-            process.terminate()
-            try:
-                process.wait(15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+    # Debian's APy runs on the system Python, where its package (and tornado) live.
+    command = ["/usr/bin/python3", "-c", APY_LAUNCHER, "-p", str(port), str(APY_MODES)]
+    with tempfile.TemporaryFile() as log, \
+            running(command, port, "/listPairs", log, startup_seconds, {"LC_ALL": "C.UTF-8"}) as apy:
+        yield apy.url
 
 
 def warm_up(send: Send, work: Work, max_seconds: float) -> None:

@@ -23,21 +23,15 @@ import asyncio
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
 
 import httpx
 
-from bench.common import RESULTS, write_result
-from bench.serve import free_port, sentences, weights_dir
+from bench.common import RESULTS, ROOT, Server, app_process, write_result
+from bench.serve import sentences, weights_dir
 
-ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_EVERY_S = 5.0
 ENDS = 3  # samples whose median stands for each end of the measured span
 MAX_GROWTH_PCT = 5.0
@@ -58,59 +52,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # --- the server under test ------------------------------------------------------------------
-
-
-@dataclass
-class Server:
-    url: str
-    process: subprocess.Popen
-
-    def rss_mb(self) -> float:
-        """Resident memory of the server process, from /proc (Linux)."""
-        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-        raise RuntimeError("no VmRSS line in /proc/PID/status")
-
-
-@contextmanager
-def app_process(weights: Path, log: IO[bytes], startup_seconds: float = 120, wait: bool = True,
-                **settings: object) -> Iterator[Server]:
-    """`python -m app` on a free port of 127.0.0.1, its output in `log`; yields once /ready says 200
-    (at once with wait=False). `settings` are environment variables, e.g. MAX_QUEUE=32. The
-    process is terminated (then killed) on the way out if it is still running."""
-    port = free_port()
-    env = {**os.environ, "HOST": "127.0.0.1", "PORT": str(port), "WEIGHTS_DIR": str(weights),
-           **{name: str(value) for name, value in settings.items()}}
-    process = subprocess.Popen([sys.executable, "-m", "app"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    server = Server(f"http://127.0.0.1:{port}", process)
-    try:
-        if wait:
-            wait_ready(server, startup_seconds, log)
-        yield server
-    finally:
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-
-
-def wait_ready(server: Server, seconds: float, log: IO[bytes]) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if server.process.poll() is not None:
-            log.seek(0)
-            raise RuntimeError(f"the server exited with {server.process.returncode}:\n{log.read().decode()[-3000:]}")
-        try:
-            if httpx.get(f"{server.url}/ready", timeout=5).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.25)
-    raise RuntimeError(f"the server was not ready within {seconds:g} s")
 
 
 # --- the load -------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from model.decoding import DecodeOptions, Hypothesis, SpecialIds, Step, TopToken
+from model.decoding import DecodeOptions, Hypothesis, SpecialIds, Step, TopToken, right_padded
 from model.transformer import Transformer
 
 GROW = 32  # cache positions added at a time when the longest row outgrows the buffer
@@ -55,6 +55,7 @@ class RowCache:
         self.k = torch.zeros(cfg.decoder_layers, 0, cfg.n_heads, GROW, cfg.head_dim, device=device, dtype=dtype)
         self.v = torch.zeros_like(self.k)
         self.lengths = torch.zeros(0, dtype=torch.long, device=device)
+        self._end = 0  # positions the current step covers, set by prepare_step
         self._cross: list[tuple[torch.Tensor, torch.Tensor]] = []  # per layer: (R, H, S, E) each
 
     # --- LayerCache ----------------------------------------------------------------------------
@@ -63,8 +64,7 @@ class RowCache:
         rows = torch.arange(k.size(0), device=k.device)
         self.k[layer, rows, :, self.lengths] = k[:, :, 0]  # (R, H, E) at each row's own position
         self.v[layer, rows, :, self.lengths] = v[:, :, 0]
-        end = self.end
-        return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
+        return self.k[layer, :, :, : self._end], self.v[layer, :, :, : self._end]
 
     def cross(self, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
         return self._cross[layer]
@@ -74,22 +74,20 @@ class RowCache:
 
     # --- rows ----------------------------------------------------------------------------------
 
-    @property
-    def end(self) -> int:
-        """Positions the step being run covers: the longest row's history plus its new position."""
-        return int(self.lengths.max()) + 1
+    def prepare_step(self) -> torch.Tensor:
+        """Room for the step about to run; returns its additive (R, 1, 1, end) self-attention mask.
 
-    def mask(self) -> torch.Tensor:
-        """Additive (R, 1, 1, end) mask: row r sees positions 0..lengths[r] (its new one included)."""
-        positions = torch.arange(self.end, device=self.lengths.device)
+        The step covers positions 0..end-1 (the longest history plus its new position); row r sees
+        0..lengths[r], its own new position included.
+        """
+        self._end = int(self.lengths.max()) + 1
+        if self._end > self.k.size(3):
+            pad = (0, 0, 0, GROW)
+            self.k, self.v = F.pad(self.k, pad), F.pad(self.v, pad)
+        positions = torch.arange(self._end, device=self.lengths.device)
         hidden = positions[None, :] > self.lengths[:, None]
         mask = torch.zeros(hidden.shape, dtype=self.k.dtype, device=hidden.device).masked_fill_(hidden, float("-inf"))
         return mask[:, None, None, :]
-
-    def make_room(self) -> None:
-        if self.end > self.k.size(3):
-            pad = (0, 0, 0, GROW)
-            self.k, self.v = F.pad(self.k, pad), F.pad(self.v, pad)
 
     def advance(self) -> None:
         self.lengths += 1
@@ -144,12 +142,9 @@ class ContinuousGreedy:
             return
         if self.model.training:
             self.model.eval()
-        pad = self.model.cfg.pad_id
-        longest = max(len(r.source_ids) for r in requests)
-        src = torch.full((len(requests), longest), pad, dtype=torch.long)
-        for i, r in enumerate(requests):
-            src[i, : len(r.source_ids)] = torch.tensor(r.source_ids)
-        memory, src_mask = self.model.encode(src.to(self.device))
+        src = right_padded([r.source_ids for r in requests], self.model.cfg.pad_id, self.device)
+        longest = src.size(1)
+        memory, src_mask = self.model.encode(src)
         cross = [layer.cross_attn.project_kv(memory) for layer in self.model.decoder.layers]
         # Old and new rows share one source width; padded positions are masked (-inf) in both.
         width = max(self.source_positions, longest) if self.rows else longest
@@ -167,10 +162,10 @@ class ContinuousGreedy:
         if not self.rows:
             return []
         layers = frozenset(l for row in self.rows for l in row.request.options.cross_attention_layers)
-        self.cache.make_room()
+        mask = self.cache.prepare_step()
         logits, out = self.model.decode(
             self.tokens[:, None], self.memory, self.src_mask, self.cache, offset=self.cache.lengths,
-            cross_layers=layers, cache_mask=self.cache.mask(),
+            cross_layers=layers, cache_mask=mask,
         )
         self.cache.advance()
         logp = torch.log_softmax(logits[:, -1].float(), dim=-1)

@@ -406,6 +406,14 @@ def _expand(p, s_scores, s_idx, vocab, k, t, current, rec, finished, src_len, sp
     return chosen
 
 
+def right_padded(rows: list[list[int]], pad: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """Token id lists as one (B, longest) batch, padded on the right: what `decode` takes."""
+    batch = torch.full((len(rows), max(map(len, rows))), pad, dtype=torch.long)
+    for i, row in enumerate(rows):
+        batch[i, : len(row)] = torch.tensor(row)
+    return batch.to(device)
+
+
 def decode(model: Transformer, src: torch.Tensor, opts: DecodeOptions, special: SpecialIds = SpecialIds()) -> list[list[Hypothesis]]:
     """Decode a batch of right-padded sources with the strategy in `opts`."""
     if opts.strategy == "greedy":

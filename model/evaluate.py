@@ -20,7 +20,7 @@ import torch
 
 from model.checkpoint import CARD, LoadedModel, load
 from model.data import SplitRow, read_split
-from model.decoding import DecodeOptions, Hypothesis, SpecialIds, decode
+from model.decoding import DecodeOptions, Hypothesis, SpecialIds, decode, right_padded
 from model.tokenizer import TranslationTokenizer
 from model.transformer import Transformer
 
@@ -66,12 +66,10 @@ def decode_texts(
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
         longest = max(len(encoded[i]) for i in idx)
-        src = torch.full((len(idx), longest), tokenizer.pad_id, dtype=torch.long)
-        for row, i in enumerate(idx):
-            src[row, : len(encoded[i])] = torch.tensor(encoded[i])
+        src = right_padded([encoded[i] for i in idx], tokenizer.pad_id, device)
         max_new = min(max_new_tokens or default_max_new_tokens(longest), limit - 1)
         batch_opts = DecodeOptions(**{**opts.__dict__, "max_new_tokens": max_new})
-        for i, hyps in zip(idx, decode(model, src.to(device), batch_opts, special)):
+        for i, hyps in zip(idx, decode(model, src, batch_opts, special)):
             out[i] = hyps[0]
     return out
 

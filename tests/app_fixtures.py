@@ -21,6 +21,7 @@ import torch
 from app.main import create_app
 from app.settings import Settings
 from model.checkpoint import export
+from model.decoding import right_padded
 from model.tokenizer import TranslationTokenizer, train_bpe
 from model.transformer import Transformer, TransformerConfig
 
@@ -59,13 +60,6 @@ PAIRS = [
 ]
 
 
-def _padded(rows: list[list[int]], pad: int) -> torch.Tensor:
-    out = torch.full((len(rows), max(map(len, rows))), pad, dtype=torch.long)
-    for i, row in enumerate(rows):
-        out[i, : len(row)] = torch.tensor(row)
-    return out
-
-
 def build_tiny_model(weights_dir: Path, steps: int = 100) -> Path:
     """Train on PAIRS both ways and export to `weights_dir/MODEL_NAME`."""
     threads = torch.get_num_threads()
@@ -84,8 +78,8 @@ def _train_and_export(weights_dir: Path, steps: int) -> Path:
     model = Transformer(cfg)
     examples = [(tok.encode_source(es, "en"), tok.encode_target(en)) for es, en in PAIRS]
     examples += [(tok.encode_source(en, "es"), tok.encode_target(es)) for es, en in PAIRS]
-    src = _padded([s for s, _ in examples], tok.pad_id)
-    tgt = _padded([[tok.bos_id, *t] for _, t in examples], tok.pad_id)
+    src = right_padded([s for s, _ in examples], tok.pad_id)
+    tgt = right_padded([[tok.bos_id, *t] for _, t in examples], tok.pad_id)
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     model.train()
     for _ in range(steps):

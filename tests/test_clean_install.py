@@ -38,7 +38,6 @@ import re
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -48,6 +47,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.common import free_port
 from tests.test_shipping import ROOT, Dockerfile, build_context, env_pairs, exec_form, split_flags, substitute
 
 # The base image python:3.11-slim's environment (only what the steps can notice).
@@ -114,12 +114,6 @@ def torch_index(dockerfile: Dockerfile) -> dict[str, str]:
         return {"TORCH_INDEX_URL": os.environ["CLEAN_INSTALL_TORCH_INDEX_URL"]}
     declared = dockerfile.args(dockerfile.stages[0])["TORCH_INDEX_URL"]
     return {} if answers(declared.rstrip("/") + "/torch/") else {"TORCH_INDEX_URL": pip_index()}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def build(dockerfile: Dockerfile, context: Path, machine: Machine, build_args: dict[str, str]) -> dict:

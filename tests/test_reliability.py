@@ -25,7 +25,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bench.soak import ROOT, app_process, free_port
+from bench.common import ROOT, app_process, free_port
 from model.continuous import ContinuousGreedy
 from tests.app_fixtures import (  # noqa: F401 (fixtures)
     MODEL_NAME,

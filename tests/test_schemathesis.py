@@ -23,7 +23,7 @@ import sys
 
 import pytest
 
-from bench.soak import app_process
+from bench.common import app_process
 from tests.app_fixtures import tiny_weights  # noqa: F401 (fixture)
 
 FUZZ_EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "60"))

@@ -9,17 +9,13 @@ Chromium comes from Debian (`.ci/install-browser.sh`); Playwright's own browser 
 from __future__ import annotations
 
 import math
-import os
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 from urllib.parse import urlencode
 
 import httpx
 import pytest
 
+from bench.common import app_process
 from tests.app_fixtures import build_tiny_model
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -31,46 +27,14 @@ ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "artifacts" / "viewer"
 SENTENCE = "El gato come pescado."
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """A real uvicorn serving the app with the tiny model; yields its base URL."""
     weights = tmp_path_factory.mktemp("weights")
     build_tiny_model(weights)
-    port = _free_port()
-    log_path = weights.parent / "server.log"
-    env = {
-        **os.environ, "WEIGHTS_DIR": str(weights), "DEVICE": "cpu", "HOST": "127.0.0.1", "PORT": str(port),
-        "LOG_LEVEL": "warning", "OMP_NUM_THREADS": "1",
-    }
-    with open(log_path, "wb") as log:  # `python -m app` runs uvicorn with the app's own settings
-        proc = subprocess.Popen([sys.executable, "-m", "app"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"server exited with {proc.returncode}:\n{log_path.read_text()[-4000:]}")
-            try:
-                if httpx.get(f"{base}/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"server not ready after 120 s:\n{log_path.read_text()[-4000:]}")
-            time.sleep(0.3)
-        yield base
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    with (weights.parent / "server.log").open("w+b") as log, \
+            app_process(weights, log, DEVICE="cpu", LOG_LEVEL="warning", OMP_NUM_THREADS=1) as running:
+        yield running.url
 
 
 @pytest.fixture(scope="module")
