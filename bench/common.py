@@ -42,8 +42,22 @@ def median_of(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
+def cpu_info() -> dict:
+    """The CPU as `lscpu` names it, and whether it has AVX-512: figures differ between such machines."""
+    name = platform.processor() or platform.machine()
+    try:
+        done = subprocess.run(["lscpu"], capture_output=True, text=True, check=False)
+        name = next((line.split(":", 1)[1].strip() for line in done.stdout.splitlines() if line.startswith("Model name:")), name)
+    except FileNotFoundError:
+        pass
+    flags = next((line.split(":", 1)[1].split() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("flags")), []) if Path("/proc/cpuinfo").exists() else []
+    return {"model_name": name, "avx512": "avx512f" in flags, "avx2": "avx2" in flags,
+            "aten_cpu_capability": torch.backends.cpu.get_cpu_capability()}
+
+
 def machine() -> dict:
-    info = {"python": platform.python_version(), "torch": torch.__version__, "cpu": platform.processor() or platform.machine(),
+    info = {"python": platform.python_version(), "torch": torch.__version__, "cpu": cpu_info()["model_name"],
             "threads": torch.get_num_threads()}
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)

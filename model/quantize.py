@@ -61,6 +61,7 @@ def quantize_int8(model: Transformer) -> Transformer:
     copy is for inference only and cannot be exported or trained.
     """
     quantized = copy.deepcopy(model).eval()
+    quantized.row_exact = True  # with row-exact attention too, no number of a row depends on its batch
     # The tied projection becomes a Linear over the same matrix so that it is quantised as well;
     # the embedding lookup keeps the float matrix.
     projection = nn.Linear(model.cfg.d_model, model.cfg.vocab_size, bias=False)

@@ -96,6 +96,34 @@ class PositionalEncoding(nn.Module):
         return self.dropout(x + self.table[offset : offset + t])
 
 
+class RowLengths:
+    """How many key positions each row of a batch attends to (always a prefix), rows of one length grouped.
+
+    Attention given a RowLengths computes each group with its padding cut off, so a row meets the
+    same tensor shapes, hence the same kernels and the same order of floating-point sums, whatever
+    else shares its batch: padded to another width, a row's scores are summed in another order and
+    its numbers move in the last bits (on AVX2 CPUs enough to change int8 rounding downstream).
+    `cut_queries` says the queries are the key positions themselves (encoder self-attention), so
+    padded queries are cut off too and their outputs left at zero.
+    """
+
+    def __init__(self, lengths: list[int], device: torch.device, cut_queries: bool = False):
+        rows_of: dict[int, list[int]] = {}
+        for row, length in enumerate(lengths):
+            rows_of.setdefault(length, []).append(row)
+        self.groups = [(length, torch.tensor(rows, device=device)) for length, rows in sorted(rows_of.items())]
+        self.cut_queries = cut_queries
+
+    @classmethod
+    def of_mask(cls, mask: torch.Tensor, cut_queries: bool = False) -> RowLengths:
+        """From an additive key mask (B, 1, 1, W) whose visible positions (0) come before the hidden ones (-inf)."""
+        return cls((mask[:, 0, 0, :] == 0).sum(-1).tolist(), mask.device, cut_queries)
+
+    @classmethod
+    def full(cls, batch: int, length: int, device: torch.device) -> RowLengths:
+        return cls([length] * batch, device)
+
+
 class ScaledDotProductAttention(nn.Module):
     """softmax(Q K^T / sqrt(E) + mask) V, with an additive mask (-inf where attention is forbidden).
 
@@ -115,7 +143,10 @@ class ScaledDotProductAttention(nn.Module):
         v: torch.Tensor,  # (B, H, Tk, E)
         mask: torch.Tensor | None,  # broadcastable to (B, H, Tq, Tk), 0 or -inf
         need_weights: bool,
+        rows: RowLengths | None = None,  # given: each row computed as if alone (the mask is then implied)
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if rows is not None:
+            return self._row_by_row(q, k, v, rows, need_weights)
         p = self.dropout if self.training else 0.0
         if mask is not None:
             mask = mask.to(q.dtype)  # under autocast q may be bf16; the fused kernel wants one dtype
@@ -126,6 +157,24 @@ class ScaledDotProductAttention(nn.Module):
             scores = scores + mask
         weights = scores.softmax(dim=-1)
         return F.dropout(weights, p) @ v, weights  # (B, H, Tq, E), (B, H, Tq, Tk)
+
+    @staticmethod
+    def _row_by_row(q, k, v, rows: RowLengths, need_weights: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The explicit path per group of rows of one length; cut-off positions get exactly zero weight.
+
+        Not the fused kernel: it splits its work by batch size, so even a row of the same shape
+        comes out differently alone and in a batch.
+        """
+        out = q.new_zeros(q.shape)  # (B, H, Tq, E)
+        weights = q.new_zeros(*q.shape[:3], k.size(2)) if need_weights else None  # (B, H, Tq, Tk)
+        for length, index in rows.groups:
+            tq = length if rows.cut_queries else q.size(2)
+            qg, kg, vg = (t[index, :, :n].contiguous() for t, n in ((q, tq), (k, length), (v, length)))
+            w = (qg @ kg.transpose(-2, -1) / math.sqrt(q.size(-1))).softmax(dim=-1)  # (b, H, tq, length)
+            out[index, :, :tq] = w @ vg
+            if weights is not None:
+                weights[index, :, :tq, :length] = w
+        return out, weights
 
 
 class MultiHeadAttention(nn.Module):
@@ -165,6 +214,7 @@ class MultiHeadAttention(nn.Module):
         kv: tuple[torch.Tensor, torch.Tensor] | None = None,  # precomputed (k, v), overrides memory
         cache: LayerCache | None = None,
         layer: int = 0,
+        rows: RowLengths | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         if self.cross:
             q = self.split_heads(self.q_proj(x))
@@ -173,7 +223,7 @@ class MultiHeadAttention(nn.Module):
             q, k, v = (self.split_heads(t) for t in self.qkv_proj(x).chunk(3, dim=-1))
             if cache is not None:
                 k, v = cache.append_self(layer, k, v)  # all positions so far
-        out, weights = self.attention(q, k, v, mask, need_weights)
+        out, weights = self.attention(q, k, v, mask, need_weights, rows)
         b, _, t, _ = out.shape
         out = out.transpose(1, 2).reshape(b, t, self.n_heads * self.head_dim)  # concat heads
         return self.out_proj(out), weights
@@ -227,8 +277,8 @@ class EncoderLayer(nn.Module):
         self.add_norm1 = AddNorm(cfg.d_model, cfg.dropout, cfg.norm_first)
         self.add_norm2 = AddNorm(cfg.d_model, cfg.dropout, cfg.norm_first)
 
-    def forward(self, x: torch.Tensor, src_mask: torch.Tensor) -> torch.Tensor:
-        x, _ = self.add_norm1(x, lambda h: self.self_attn(h, src_mask))
+    def forward(self, x: torch.Tensor, src_mask: torch.Tensor, rows: RowLengths | None = None) -> torch.Tensor:
+        x, _ = self.add_norm1(x, lambda h: self.self_attn(h, src_mask, rows=rows))
         x, _ = self.add_norm2(x, _no_weights(self.feed_forward))
         return x
 
@@ -255,16 +305,18 @@ class DecoderLayer(nn.Module):
         layer: int = 0,
         need_self: bool = False,
         need_cross: bool = False,
+        rows: tuple[RowLengths, RowLengths] | None = None,  # (self, cross), for row-exact decoding
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        self_rows, cross_rows = rows or (None, None)
         y, self_w = self.add_norm1(
-            y, lambda h: self.self_attn(h, self_mask, need_self, cache=cache, layer=layer)
+            y, lambda h: self.self_attn(h, self_mask, need_self, cache=cache, layer=layer, rows=self_rows)
         )
         kv = cache.cross(layer) if cache is not None else None
         if cache is not None and kv is None:
             kv = self.cross_attn.project_kv(memory)
             cache.set_cross(layer, *kv)
         y, cross_w = self.add_norm2(
-            y, lambda h: self.cross_attn(h, src_mask, need_cross, memory=memory, kv=kv)
+            y, lambda h: self.cross_attn(h, src_mask, need_cross, memory=memory, kv=kv, rows=cross_rows)
         )
         y, _ = self.add_norm3(y, _no_weights(self.feed_forward))
         return y, self_w, cross_w
@@ -277,9 +329,9 @@ class Encoder(nn.Module):
         # Pre-norm leaves the residual stream unnormalised, so a final norm is needed.
         self.norm = nn.LayerNorm(cfg.d_model) if cfg.norm_first else nn.Identity()
 
-    def forward(self, x: torch.Tensor, src_mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, src_mask: torch.Tensor, rows: RowLengths | None = None) -> torch.Tensor:
         for layer in self.layers:
-            x = layer(x, src_mask)
+            x = layer(x, src_mask, rows)
         return self.norm(x)
 
 
@@ -305,11 +357,12 @@ class Decoder(nn.Module):
         cache: LayerCache | None = None,
         self_layers: frozenset[int] = frozenset(),
         cross_layers: frozenset[int] = frozenset(),
+        rows: tuple[RowLengths, RowLengths] | None = None,
     ) -> DecoderOutput:
         self_w, cross_w = {}, {}
         for i, layer in enumerate(self.layers):
             y, sw, cw = layer(
-                y, memory, self_mask, src_mask, cache, i, i in self_layers, i in cross_layers
+                y, memory, self_mask, src_mask, cache, i, i in self_layers, i in cross_layers, rows
             )
             if sw is not None:
                 self_w[i] = sw
@@ -354,6 +407,9 @@ class Transformer(nn.Module):
         self.encoder = Encoder(cfg)
         self.decoder = Decoder(cfg)
         self.projection = Projection(self.embedding)
+        # Inference only: attention computes every row as if it were alone (RowLengths), so that with
+        # row-exact linear layers (model.quantize) a translation never depends on its batch-mates.
+        self.row_exact = False
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -367,7 +423,8 @@ class Transformer(nn.Module):
     def encode(self, src: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """src (B, S) token ids -> memory (B, S, D) and its additive key mask (B, 1, 1, S)."""
         src_mask = padding_mask(src, self.cfg.pad_id).to(self.embedding.weight.dtype)
-        memory = self.encoder(self.positional(self.embedding(src)), src_mask)
+        rows = RowLengths.of_mask(src_mask, cut_queries=True) if self.row_exact else None
+        memory = self.encoder(self.positional(self.embedding(src)), src_mask, rows)
         return memory, src_mask
 
     def decode(
@@ -392,9 +449,17 @@ class Transformer(nn.Module):
         if cache is not None and t > 1 and (torch.is_tensor(offset) or offset > 0):
             raise ValueError("cached decoding feeds one new position at a time")
         self_mask = causal_mask(t, tgt.device).to(memory.dtype) if t > 1 else cache_mask
+        rows = self._step_rows(tgt.size(0), offset, src_mask, cache_mask) if self.row_exact and cache is not None else None
         y = self.positional(self.embedding(tgt), offset)
-        out = self.decoder(y, memory, self_mask, src_mask, cache, self_layers, cross_layers)
+        out = self.decoder(y, memory, self_mask, src_mask, cache, self_layers, cross_layers, rows)
         return self.projection(out.hidden), out
+
+    @staticmethod
+    def _step_rows(batch: int, offset, src_mask: torch.Tensor, cache_mask: torch.Tensor | None) -> tuple[RowLengths, RowLengths]:
+        """Self- and cross-attention row lengths of one cached step: the history after this step's key, and the source."""
+        history = (RowLengths.of_mask(cache_mask) if cache_mask is not None
+                   else RowLengths.full(batch, int(offset) + 1, src_mask.device))
+        return history, RowLengths.of_mask(src_mask)
 
     def forward(self, src: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
         """Teacher-forced logits (B, T, V) for training."""

@@ -30,7 +30,11 @@ def _run(batch: ContinuousGreedy, arrivals: dict[int, list[Request]]) -> dict:
     return results
 
 
-def _assert_same(got, want, layers=()):
+def _assert_same(got, want, layers=(), exact=False):
+    """Float32 rows agree within rounding; int8 rows (row-exact linears and attention) to the bit."""
+    if exact:
+        assert got == want
+        return
     assert got.ids == want.ids and got.finished == want.finished
     assert got.score == pytest.approx(want.score, abs=1e-5)
     for g, w in zip(got.steps, want.steps, strict=True):
@@ -51,7 +55,7 @@ def test_rows_joining_at_different_steps_decode_as_they_would_alone(trained, sou
     results = _run(ContinuousGreedy(model, SPECIAL), {0: requests[:2], 2: requests[2:4], 5: requests[4:]})
     assert sorted(results) == list(range(len(sources)))
     for i, ids in enumerate(sources):
-        _assert_same(results[i], _alone(model, ids, options), layers=(0, 1))
+        _assert_same(results[i], _alone(model, ids, options), layers=(0, 1), exact=int8)
     assert len({len(h.ids) for h in results.values()}) > 1  # rows really leave at different steps
 
 

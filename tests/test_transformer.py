@@ -2,7 +2,7 @@
 
 import torch
 
-from model.transformer import MultiHeadAttention, ScaledDotProductAttention, causal_mask, padding_mask
+from model.transformer import MultiHeadAttention, RowLengths, ScaledDotProductAttention, causal_mask, padding_mask
 from tests.conftest import SPECIAL, random_sources, tiny_model
 
 
@@ -71,3 +71,43 @@ def test_post_norm_variant_runs_and_differs_from_pre_norm():
     post = tiny_model(0, norm_first=False)(src, tgt)
     assert pre.shape == post.shape == (2, 4, 40)
     assert not torch.allclose(pre, post)
+
+
+def test_row_by_row_attention_matches_the_masked_one_and_leaves_nothing_to_the_padding():
+    torch.manual_seed(3)
+    q, k, v = torch.randn(4, 2, 6, 8), torch.randn(4, 2, 6, 8), torch.randn(4, 2, 6, 8)
+    lengths = [6, 2, 4, 2]
+    mask = torch.zeros(4, 1, 1, 6)
+    for row, n in enumerate(lengths):
+        mask[row, ..., n:] = float("-inf")
+    attention = ScaledDotProductAttention(0.0)
+    masked, masked_w = attention(q, k, v, mask, need_weights=True)
+    rows = RowLengths.of_mask(mask)
+    assert [n for n, _ in rows.groups] == [2, 4, 6]
+    out, weights = attention(q, k, v, mask, need_weights=True, rows=rows)
+    torch.testing.assert_close(out, masked)
+    torch.testing.assert_close(weights, masked_w)
+    for row, n in enumerate(lengths):
+        assert torch.all(weights[row, ..., n:] == 0)
+    # Encoder self-attention: padded queries are cut off too and come out as zeros.
+    cut, _ = attention(q, k, v, mask, need_weights=False, rows=RowLengths.of_mask(mask, cut_queries=True))
+    for row, n in enumerate(lengths):
+        torch.testing.assert_close(cut[row, :, :n], masked[row, :, :n])
+        assert torch.all(cut[row, :, n:] == 0)
+
+
+def test_row_by_row_attention_gives_a_padded_row_the_same_bits_as_alone():
+    """Attention alone (float linears may still depend on the batch): from the same q, k and v, a
+    padded row's output in the batch is bit-identical to its output computed alone."""
+    torch.manual_seed(5)
+    lengths = [3, 9, 5, 12, 9]
+    q, k, v = (torch.randn(5, 4, 12, 16) for _ in range(3))
+    mask = torch.zeros(5, 1, 1, 12)
+    for row, n in enumerate(lengths):
+        mask[row, ..., n:] = float("-inf")
+    attention = ScaledDotProductAttention(0.0)
+    together, weights = attention(q, k, v, mask, True, RowLengths.of_mask(mask, cut_queries=True))
+    for row, n in enumerate(lengths):
+        alone, alone_w = attention(*(t[row : row + 1, :, :n] for t in (q, k, v)), None, True, RowLengths.full(1, n, q.device))
+        assert torch.equal(together[row : row + 1, :, :n], alone)
+        assert torch.equal(weights[row : row + 1, :, :n, :n], alone_w)
