@@ -1,13 +1,19 @@
 """Build the cleaned, deduplicated, leak-free train/dev/test splits (DESIGN.md §4).
 
-    python -m model.data [--sources tatoeba|all|tatoeba,bible,...] [--seed 1234] [--out data/]
+    python -m model.data [--sources tatoeba|all|tatoeba,bible,...] [--out data/]
 
 Every source reader (`model.corpus.<module>.load(workdir)`) hands over raw pairs; here they are
-cleaned the same way, deduplicated across sources (the first source listed wins), and split so
-that no English and no Spanish sentence occurs in more than one split: pairs that share a
-sentence form a connected component, and whole components are assigned to a split in an order
-given by a seeded hash of their content. The split therefore depends only on the cleaned corpus
-and the seed, never on input order.
+cleaned the same way and deduplicated across sources (the first source listed wins).
+
+Dev and test are the same files on every machine: they are the pairs listed, by a hash of their
+two sides, in `model/heldout/{dev,test}.keys`, so neither what a machine has installed nor a newer
+package version that adds or rewords other strings can move a pair into or out of them. Training
+gets every other pair that shares no English and no Spanish sentence with a held-out one. The lists
+were drawn once by the component rule (`--freeze-held-out`): pairs that share a sentence form a
+connected component, and whole components of sources whose content is pinned (never the catalogs
+installed on the build machine) go to dev, then test, in the order of a seeded hash of their text.
+`model/heldout/splits.json` records the sha256 each held-out file must have, and the tools say
+so, and why, when a rebuilt file differs.
 """
 
 from __future__ import annotations
@@ -35,11 +41,18 @@ SOURCE_MODULES = {
     "bible": "bible",
     "gettext": "gettext_catalogs",
     "documents": "documents",
+    "narrative": "narrative",
 }
-DEFAULT_SOURCES = "tatoeba"
+DEFAULT_SOURCES = "all"
 DEFAULT_SEED = 1234
 DEFAULT_OUT = Path("data")
 SPLITS = ("train", "dev", "test")
+HELD_OUT_SPLITS = ("dev", "test")
+HELD_OUT_DIR = Path(__file__).with_name("heldout")  # {dev,test}.keys and splits.json
+
+# Sources whose pairs depend on the machine that builds the corpus: they may train, never be held out.
+UNPINNED_SOURCES = frozenset({"gettext:installed"})
+HELD_OUT_MATCH = "dev and test match the sha256 recorded in splits.json"
 
 # A translation more than 3x longer than its source is usually a misalignment (a paragraph
 # paired with a heading, a message with its help text); short pairs like "Go." / "Vete." vary
@@ -204,11 +217,11 @@ def held_out_size(domain: str, domain_pairs: int, spec: SizeSpec | None) -> int:
     return size
 
 
-def choose_split(component: list[SplitRow], room: dict[str, dict[str, int]]) -> str:
+def choose_split(component: list[SplitRow], room: dict[str, dict[str, int]], eligible: bool = True) -> str:
     """Dev first, then test, while the component fits in what its domain has left; else train."""
     domains = {row.domain for row in component}
     # A component spanning domains would count against two domains' quotas at once; train takes it.
-    if len(domains) > 1 or len(component) > MAX_HELD_OUT_COMPONENT:
+    if not eligible or len(domains) > 1 or len(component) > MAX_HELD_OUT_COMPONENT:
         return "train"
     (domain,) = domains
     for split in ("dev", "test"):
@@ -223,8 +236,12 @@ def split_rows(
     seed: int = DEFAULT_SEED,
     dev_sizes: SizeSpec | None = None,
     test_sizes: SizeSpec | None = None,
+    eligible=lambda component: True,
 ) -> dict[str, list[SplitRow]]:
-    """Assign whole components to train/dev/test; every split comes out in a canonical order."""
+    """Assign whole components to train/dev/test; every split comes out in a canonical order.
+
+    `eligible(component)` False keeps a component in train whatever room is left.
+    """
     rows = list(rows)
     domain_pairs = Counter(row.domain for row in rows)
     room = {
@@ -235,13 +252,125 @@ def split_rows(
     components = sorted(connected_components(rows), key=lambda c: component_order_key(c, seed))
     splits: dict[str, list[SplitRow]] = {split: [] for split in SPLITS}
     for component in components:
-        splits[choose_split(component, room)].extend(sorted(component))
+        splits[choose_split(component, room, eligible(component))].extend(sorted(component))
     for split, left in room.items():
         for domain, missing in left.items():
             if missing:
                 log.warning("%s/%s: only %d of %d pairs available", split, domain,
                             wanted[split][domain] - missing, wanted[split][domain])
     return splits
+
+
+# --- the held-out lists -----------------------------------------------------------------------
+
+
+def pair_key(row: SplitRow) -> str:
+    """A pair's name in the held-out lists: 80 bits of the sha256 of its cleaned sides."""
+    return hashlib.sha256(f"{row.en}\t{row.es}".encode()).hexdigest()[:20]
+
+
+HeldOutKeys = dict[str, frozenset[str]]  # "dev" / "test" -> pair keys
+
+
+def read_held_out(folder: Path = HELD_OUT_DIR) -> HeldOutKeys:
+    return {split: frozenset((folder / f"{split}.keys").read_text().split()) for split in HELD_OUT_SPLITS}
+
+
+def write_held_out(folder: Path, keys: HeldOutKeys) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for split in HELD_OUT_SPLITS:
+        (folder / f"{split}.keys").write_text("".join(f"{key}\n" for key in sorted(keys[split])))
+
+
+def split_by_held_out(rows: Iterable[SplitRow], keys: HeldOutKeys) -> tuple[dict[str, list[SplitRow]], int]:
+    """Dev and test are the listed pairs; train is every other pair sharing no sentence with them.
+
+    Returns the splits, each in canonical (sorted) order, and how many pairs train lost that way.
+    """
+    rows = list(rows)
+    splits = {split: sorted(row for row in rows if pair_key(row) in keys[split]) for split in HELD_OUT_SPLITS}
+    held = {node for split in splits.values() for row in split for node in row_nodes(row)}
+    listed = keys["dev"] | keys["test"]
+    rest = [row for row in rows if pair_key(row) not in listed]
+    splits["train"] = sorted(row for row in rest if not held.intersection(row_nodes(row)))
+    return {split: splits[split] for split in SPLITS}, len(rest) - len(splits["train"])
+
+
+def freeze_held_out(
+    rows: list[SplitRow],
+    domains: set[str],
+    current: HeldOutKeys,
+    seed: int = DEFAULT_SEED,
+    dev_sizes: SizeSpec | None = None,
+    test_sizes: SizeSpec | None = None,
+    margin: float = 0.0,
+) -> HeldOutKeys:
+    """New held-out lists whose pairs of `domains` are drawn again by the component rule.
+
+    Pairs of other domains keep their place, and a component touching one of them is not drawn; a
+    drawn component holding a pair of an unpinned source goes back to train. `margin` returns the last fraction of each domain's test
+    components to train: when the lists replace splits that a shipped model was trained beside, the
+    edge of the old test range is where a rebuilt corpus may have put what that model trained on.
+    """
+    domain_of = {pair_key(row): row.domain for row in rows}
+    kept = {split: frozenset(k for k in current[split] if domain_of.get(k) not in domains) for split in HELD_OUT_SPLITS}
+    taken = kept["dev"] | kept["test"]
+
+    def eligible(component: list[SplitRow]) -> bool:
+        return all(pair_key(row) not in taken and row.domain in domains for row in component)
+
+    others = {row.domain: 0 for row in rows if row.domain not in domains}  # no room, so no warning about it
+    splits = split_rows(rows, seed, others | (dev_sizes or {}), others | (test_sizes or {}), eligible)
+    # Components holding an unpinned pair are drawn like any other and only then given back to train,
+    # so the lists never reach further down the component order than the rule over every pair would.
+    pinned = {split: [row for component in connected_components(splits[split]) if not _unpinned(component)
+                      for row in component] for split in HELD_OUT_SPLITS}
+    test = _trim_test(pinned["test"], seed, margin)
+    return {"dev": kept["dev"] | {pair_key(r) for r in pinned["dev"]}, "test": kept["test"] | {pair_key(r) for r in test}}
+
+
+def _unpinned(component: list[SplitRow]) -> bool:
+    return any(row.source in UNPINNED_SOURCES for row in component)
+
+
+def _trim_test(test: list[SplitRow], seed: int, margin: float) -> list[SplitRow]:
+    """Drop the last `margin` of each domain's test components, in the order the rule filled them."""
+    if not margin:
+        return test
+    kept = []
+    for domain in sorted({row.domain for row in test}):
+        components = sorted(connected_components(r for r in test if r.domain == domain),
+                            key=lambda c: component_order_key(c, seed))
+        keep = components[: len(components) - int(margin * len(components))]
+        kept += [row for component in keep for row in component]
+    return sorted(kept)
+
+
+def check_held_out(records: dict[str, dict], expected_file: Path, sources: list[dict]) -> list[str]:
+    """Problems that make the written dev/test files differ from the ones `expected_file` records."""
+    if not expected_file.is_file():
+        return [f"{expected_file} is missing: nothing to check the held-out splits against"]
+    expected = json.loads(expected_file.read_text())
+    problems = []
+    for split in HELD_OUT_SPLITS:
+        got, want = records[split], expected[split]
+        if got["sha256"] != want["sha256"]:
+            problems.append(f"{split}.tsv has sha256 {got['sha256'][:12]}… ({got['pairs']} pairs, {got['missing_keys']} "
+                            f"listed pairs not found), expected {want['sha256'][:12]}… ({want['pairs']} pairs)")
+    if problems:
+        versions = {s["name"]: _versions(s) for s in sources}
+        moved = [f"{name}: {versions.get(name) or 'not loaded'} (lists drawn with {want})"
+                 for name, want in expected.get("sources", {}).items() if versions.get(name) != want]
+        problems.append("sources that differ from the ones the lists were drawn from: " + ("; ".join(moved) or "none"))
+    return problems
+
+
+def _versions(source_stats: dict) -> str:
+    provenance = source_stats["provenance"]
+    packages = provenance.get("packages")
+    if packages:
+        return ", ".join(f"{p['name']} {p['version']}" for p in packages)
+    return f"{provenance.get('package', source_stats['name'])} {provenance.get('version', '')} {provenance.get('sha256', '')[:12]}".strip()
 
 
 # --- files ------------------------------------------------------------------------------------
@@ -284,19 +413,19 @@ def corpus_sha256(rows: Iterable[SplitRow]) -> str:
 def build_dataset(
     results: list[SourceResult],
     out: Path,
-    seed: int = DEFAULT_SEED,
-    dev_sizes: SizeSpec | None = None,
-    test_sizes: SizeSpec | None = None,
+    held_out: HeldOutKeys,
     skipped_sources: dict[str, str] | None = None,
+    expected: Path | None = HELD_OUT_DIR / "splits.json",
 ) -> dict:
-    """Clean, deduplicate and split `results`; write the splits and manifest.json under `out`.
+    """Clean and deduplicate `results`, split them by the `held_out` lists, write the splits and manifest.json.
 
-    `skipped_sources` (name -> reason) is recorded so a partial corpus is never mistaken for a full one.
+    `skipped_sources` (name -> reason) is recorded so a partial corpus is never mistaken for a full
+    one; the manifest's `held_out_check` lists why dev/test differ from `expected`, if they do.
     """
     rows, source_stats = clean_sources(results)
     if not rows:
         raise SystemExit("model.data: no pairs left after cleaning; nothing to split")
-    splits = split_rows(rows, seed, dev_sizes, test_sizes)
+    splits, train_dropped = split_by_held_out(rows, held_out)
     split_records = {}
     for split, members in splits.items():
         relative = Path("splits") / f"{split}.tsv"
@@ -308,9 +437,13 @@ def build_dataset(
             "pairs": len(members),
             "domains": dict(sorted(per_domain.items())),
         }
+        if split in held_out:
+            split_records[split]["missing_keys"] = len(held_out[split]) - len(members)
         log.info("%s: %d pairs %s -> %s", split, len(members), dict(per_domain), out / relative)
+    problems = check_held_out(split_records, expected, source_stats) if expected else []
+    for problem in problems:
+        log.warning("held-out splits differ from the recorded ones: %s", problem)
     manifest = {
-        "seed": seed,
         "corpus_sha256": corpus_sha256(rows),
         "sources": source_stats,
         "skipped_sources": skipped_sources or {},
@@ -319,6 +452,12 @@ def build_dataset(
             "max_length_ratio": MAX_LENGTH_RATIO,
             "min_chars_for_ratio": MIN_CHARS_FOR_RATIO,
             "max_held_out_component": MAX_HELD_OUT_COMPONENT,
+        },
+        "held_out": {
+            "lists": "model/heldout/{dev,test}.keys",
+            "unpinned_sources": sorted(UNPINNED_SOURCES),
+            "train_pairs_dropped_for_sharing_a_held_out_sentence": train_dropped,
+            "check": problems or HELD_OUT_MATCH,
         },
         "splits": split_records,
     }
@@ -386,16 +525,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--sources", type=parse_sources, default=parse_sources(DEFAULT_SOURCES),
                         help=f"comma list of {', '.join(SOURCE_MODULES)}, or 'all' (default: {DEFAULT_SOURCES})")
-    parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help=f"split seed (default: {DEFAULT_SEED})")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT,
                         help="output folder for splits/, manifest.json and downloads/ (default: data/)")
+    parser.add_argument("--held-out", type=Path, default=HELD_OUT_DIR,
+                        help="folder with the dev/test lists {dev,test}.keys and splits.json (default: model/heldout)")
+    freeze = parser.add_argument_group("drawing the held-out lists again (maintainers: this changes dev and test for everyone)")
+    freeze.add_argument("--freeze-held-out", type=lambda v: {d.strip() for d in v.split(",") if d.strip()}, default=None,
+                        metavar="DOMAINS", help="redraw the lists for these domains (comma list) by the component rule, "
+                        "keeping the other domains' pairs, and record the new files' sha256 in splits.json")
+    freeze.add_argument("--seed", type=int, default=DEFAULT_SEED, help=f"seed of the component order (default: {DEFAULT_SEED})")
     # argparse %-formats help text, hence the doubled percent sign.
     size_help = ("pairs per domain in {}: N for every domain or domain=N,...; default {} for conversation, "
                  "min({}, {:.0f}%% of the domain) for others")
-    parser.add_argument("--dev-size", type=parse_size_spec, default=None,
+    freeze.add_argument("--dev-size", type=parse_size_spec, default=None,
                         help=size_help.format("dev", CONVERSATION_HELD_OUT, OTHER_HELD_OUT_CAP, 100 * OTHER_HELD_OUT_FRACTION))
-    parser.add_argument("--test-size", type=parse_size_spec, default=None,
+    freeze.add_argument("--test-size", type=parse_size_spec, default=None,
                         help=size_help.format("test", CONVERSATION_HELD_OUT, OTHER_HELD_OUT_CAP, 100 * OTHER_HELD_OUT_FRACTION))
+    freeze.add_argument("--held-out-margin", type=float, default=0.0,
+                        help="return this fraction of each domain's last test components to train (see freeze_held_out)")
     parser.add_argument("--skip-missing", action="store_true",
                         help="continue without a source that cannot be fetched or read, instead of failing")
     parser.add_argument("--verbose", action="store_true", help="debug logging, with tracebacks of failed sources")
@@ -407,9 +554,24 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     results, failures = load_sources(args.sources, args.out, args.skip_missing)
-    manifest = build_dataset(results, args.out, args.seed, args.dev_size, args.test_size, failures)
-    log.info("wrote %s (corpus sha256 %s, seed %d)", args.out / "manifest.json", manifest["corpus_sha256"], args.seed)
-    return 0
+    keys = read_held_out(args.held_out) if (args.held_out / "dev.keys").exists() else {s: frozenset() for s in HELD_OUT_SPLITS}
+    if args.freeze_held_out:
+        rows, _ = clean_sources(results)
+        keys = freeze_held_out(rows, args.freeze_held_out, keys, args.seed, args.dev_size, args.test_size, args.held_out_margin)
+        write_held_out(args.held_out, keys)
+    expected = None if args.freeze_held_out else args.held_out / "splits.json"
+    manifest = build_dataset(results, args.out, keys, failures, expected)
+    if args.freeze_held_out:
+        record_held_out(args.held_out / "splits.json", manifest)
+    log.info("wrote %s (corpus sha256 %s)", args.out / "manifest.json", manifest["corpus_sha256"])
+    return 0 if manifest["held_out"]["check"] == HELD_OUT_MATCH else 3
+
+
+def record_held_out(path: Path, manifest: dict) -> None:
+    """What a rebuilt dev/test must match: the files' sha256, and the sources they were drawn from."""
+    record = {split: {k: manifest["splits"][split][k] for k in ("sha256", "pairs", "domains")} for split in HELD_OUT_SPLITS}
+    record["sources"] = {s["name"]: _versions(s) for s in manifest["sources"] if s["name"] not in UNPINNED_SOURCES}
+    path.write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from model.checkpoint import export
+from model.checkpoint import export, load
 from model.data import SplitRow, read_split
 from model.evaluate import evaluate_rows, limit_per_domain
 from model.tokenizer import TranslationTokenizer, train_bpe
@@ -232,6 +232,9 @@ class Trainer:
         splits = args.data
         train_rows = [r for r in read_split(splits / "train.tsv") if not args.only_sources or r.source.split(":")[0] in args.only_sources.split(",")]
         self.dev_rows = limit_per_domain(read_split(splits / "dev.tsv"), args.dev_limit)
+        start = load(args.init_from) if args.init_from else None
+        if start is not None:
+            args.tokenizer = start.path / "tokenizer.json"  # its embeddings only fit its own vocabulary
         self.tok = self._shared_tokenizer(train_rows)
         self.examples = encode_examples(train_rows, self.tok, args.max_sentence_tokens)
         self.weights = parse_weights(args.domain_weights)
@@ -240,8 +243,12 @@ class Trainer:
             encoder_layers=args.encoder_layers, decoder_layers=args.decoder_layers, dropout=args.dropout,
             max_len=args.max_len, norm_first=not args.post_norm, pad_id=self.tok.pad_id,
         )
+        if start is not None:  # its architecture, with this run's dropout
+            cfg = TransformerConfig(**{**start.config.to_dict(), "dropout": args.dropout})
         torch.manual_seed(args.seed)  # identical initial weights on every rank
         self.model = Transformer(cfg).to(self.device)
+        if start is not None:
+            self.model.load_state_dict(start.model.state_dict())
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=args.lr, betas=(0.9, 0.98), eps=1e-9, weight_decay=args.weight_decay,
                                      fused=self.device.type == "cuda")
         self.state = {"step": 0, "epoch": 0, "batch": 0, "elapsed": 0.0, "best_bleu": -1.0, "history": []}
@@ -296,6 +303,8 @@ class Trainer:
 
     def run(self) -> None:
         last_ckpt = time.monotonic()
+        if self.main and self.args.init_from and self.state["step"] == 0:
+            self.evaluate_and_export(0.0)  # the starting point: what the run has to beat
         while self.state["epoch"] < self.args.epochs and not self.out_of_time():
             epoch = self.state["epoch"]
             batches = self.epoch_batches(epoch)
@@ -314,6 +323,9 @@ class Trainer:
                 bar.update(1)
                 if i % 20 == 0:  # reading the loss waits for the GPU, so only now and then
                     bar.set_postfix(loss=f"{loss.item():.3f}", tok_s=f"{rate:,.0f}", eta=self.eta(len(batches) - i - 1))
+                if self.main and self.args.eval_every_minutes and self.state["elapsed"] - self.state.get("last_eval", 0.0) > self.args.eval_every_minutes * 60:
+                    self.evaluate_and_export(rate)
+                    self.state["last_eval"] = self.state["elapsed"]
                 if self.main and time.monotonic() - last_ckpt > self.args.checkpoint_minutes * 60:
                     save_checkpoint(self.args.run / CHECKPOINT, self.model, self.opt, self.state)
                     last_ckpt = time.monotonic()
@@ -394,6 +406,8 @@ def build_parser() -> argparse.ArgumentParser:
     a("--name", default=None, help="model name recorded in the folder (default: the folder's name)")
     a("--resume", action="store_true", help="continue from RUN/checkpoint.pt if it exists")
     a("--tokenizer", type=Path, default=None, help="existing tokenizer.json (default: train one into RUN)")
+    a("--init-from", type=Path, default=None,
+      help="model folder to continue from (its weights, architecture and tokenizer; a fresh optimiser)")
     a("--vocab-size", type=int, default=16000)
     a("--d-model", type=int, default=384)
     a("--heads", type=int, default=6)
@@ -416,6 +430,8 @@ def build_parser() -> argparse.ArgumentParser:
     a("--max-steps", type=int, default=None)
     a("--checkpoint-minutes", type=float, default=5.0)
     a("--eval-every", type=int, default=1, help="epochs between dev evaluations")
+    a("--eval-every-minutes", type=float, default=None,
+      help="also evaluate (and export when better) every N minutes of training, for runs shorter than an epoch")
     a("--dev-limit", type=int, default=500, help="dev sentences per domain for the per-epoch BLEU")
     a("--eval-batch-size", type=int, default=128)
     a("--only-sources", default="", help='train on these sources of the split only, e.g. "tatoeba"')

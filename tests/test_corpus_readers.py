@@ -12,6 +12,7 @@ from model.corpus.bible import align_verses, osis_to_text, undo_drop_cap
 from model.corpus.debian import download, package_license
 from model.corpus.documents import align_documents, extract_blocks
 from model.corpus.gettext_catalogs import catalog_pairs, clean_ui_text, read_mo, strip_accelerators
+from model.corpus.narrative import read_po, same_numbers
 
 HEADER = b"Content-Type: text/plain; charset=UTF-8\nPlural-Forms: nplurals=2; plural=(n != 1);\n"
 
@@ -228,3 +229,58 @@ def test_package_license_reads_the_files_star_stanza(tmp_path: Path) -> None:
     assert package_license(tmp_path, "demo") == "GPL-2+"
     (doc / "copyright").write_text("This package was debianized by someone.\nLicense: GNU GPL\n")
     assert package_license(tmp_path, "demo") == "see /usr/share/doc/demo/copyright"
+
+
+# --- narrative: .po catalogs and the numbers check --------------------------------------------
+
+PO = r'''# header comment
+msgid ""
+msgstr ""
+"Content-Type: text/plain; charset=UTF-8\n"
+
+#: ../items/items.txt:8
+msgid "Gold"
+msgstr "Oro"
+
+#, fuzzy
+msgid "Iron Sword"
+msgstr "Espada de hierro vieja"
+
+#: ../dialogs/a.txt
+msgctxt "greeting"
+msgid ""
+"Lord Konrad, the orcs "
+"are coming!"
+msgstr ""
+"¡Señor Konrad, vienen "
+"los orcos!"
+
+msgid "%d potion"
+msgid_plural "%d potions"
+msgstr[0] "%d poción"
+msgstr[1] "%d pociones"
+
+msgid "Untranslated"
+msgstr ""
+
+#~ msgid "Obsolete"
+#~ msgstr "Obsoleto"
+'''
+
+
+def test_read_po_keeps_translated_entries_and_skips_fuzzy_obsolete_and_header() -> None:
+    assert read_po(PO) == [
+        ("Gold", "Oro"),
+        ("Lord Konrad, the orcs are coming!", "¡Señor Konrad, vienen los orcos!"),
+        ("%d potion", "%d poción"),
+    ]
+
+
+@pytest.mark.parametrize("en, es, same", [
+    ("I want to code (costs 150 circuits, 13 points)", "Quiero programar (cuesta 500 circuitos, 15 puntos)", False),
+    ("It costs 1.5 coins", "Cuesta 1,5 monedas", True),
+    ("Go north", "Ve al norte", True),
+    ("Take 2 potions", "Toma dos pociones", False),
+])
+def test_narrative_pairs_must_carry_the_same_numbers(en: str, es: str, same: bool) -> None:
+    assert same_numbers(Pair(en, es)) is same

@@ -158,7 +158,7 @@ def test_size_spec_parsing():
 
 
 def test_sources_flag():
-    assert data.parse_sources("all") == ["tatoeba", "bible", "gettext", "documents"]
+    assert data.parse_sources("all") == ["tatoeba", "bible", "gettext", "documents", "narrative"]
     assert data.parse_sources("tatoeba, bible,tatoeba") == ["tatoeba", "bible"]
     with pytest.raises(Exception, match="unknown source"):
         data.parse_sources("tatoeba,wikipedia")
@@ -170,18 +170,94 @@ def test_sources_flag():
 def test_build_dataset_writes_splits_and_manifest(tmp_path):
     pairs = [Pair(f"Sentence\tnumber {i}.", f"Frase\nnúmero {i}.") for i in range(400)]
     results = [SourceResult("synthetic", "conversation", pairs, {"sha256": "x"})]
-    manifest = data.build_dataset(results, tmp_path, seed=5, dev_sizes={"*": 40}, test_sizes={"*": 30})
+    rows, _ = data.clean_sources(results)
+    keys = data.freeze_held_out(rows, {"conversation"}, EMPTY, seed=5, dev_sizes={"*": 40}, test_sizes={"*": 30})
+    manifest = data.build_dataset(results, tmp_path, keys, expected=None)
     splits = {s: data.read_split(tmp_path / "splits" / f"{s}.tsv") for s in data.SPLITS}
     assert {s: len(rows) for s, rows in splits.items()} == {"train": 330, "dev": 40, "test": 30}
     assert splits["dev"][0].domain == "conversation" and "\t" not in splits["dev"][0].en
     on_disk = json.loads((tmp_path / "manifest.json").read_text())
     assert on_disk == manifest
-    assert on_disk["seed"] == 5
     assert on_disk["sources"][0]["kept_pairs"] == 400
     for split in data.SPLITS:
         file = tmp_path / on_disk["splits"][split]["file"]
         assert on_disk["splits"][split]["sha256"] == hashlib.sha256(file.read_bytes()).hexdigest()
     assert on_disk["splits"]["dev"]["domains"] == {"conversation": 40}
+
+
+# --- held-out lists ---------------------------------------------------------------------------
+
+EMPTY = {split: frozenset() for split in data.HELD_OUT_SPLITS}
+
+
+def frozen_corpus(tmp_path: Path) -> tuple[list[SourceResult], data.HeldOutKeys]:
+    """The synthetic corpus as pinned sources plus a machine's installed catalogs, and lists drawn from it."""
+    rows = synthetic_corpus()
+    installed = [Pair(f"Open file {i}", f"Abre el archivo {i}") for i in range(0, 300, 7)]  # joins some components
+    results = [SourceResult("synthetic", "conversation", [Pair(r.en, r.es) for r in rows if r.domain == "conversation"]),
+               SourceResult("synthetic-ui", "software", [Pair(r.en, r.es) for r in rows if r.domain == "software"]),
+               SourceResult("gettext:installed", "software", installed)]
+    cleaned, _ = data.clean_sources(results)
+    keys = data.freeze_held_out(cleaned, {"conversation", "software"}, EMPTY, dev_sizes=SIZES, test_sizes=SIZES)
+    return results, keys
+
+
+def test_held_out_splits_ignore_what_the_machine_has_installed(tmp_path):
+    results, keys = frozen_corpus(tmp_path)
+    here = data.build_dataset(results, tmp_path / "here", keys, expected=None)
+    # Another machine: other installed catalogs (one sharing a held-out English sentence), one pinned
+    # catalog in a newer version with a string added.
+    held_en = data.read_split(tmp_path / "here" / "splits" / "test.tsv")[0].en
+    other = [*results[:2], SourceResult("gettext:installed", "software", [Pair("Print", "Imprimir"), Pair(held_en, "Otra cosa")])]
+    other[1] = SourceResult("synthetic-ui", "software", [*results[1].pairs, Pair("Close all", "Cerrar todo")])
+    there = data.build_dataset(other, tmp_path / "there", keys, expected=None)
+    for split in data.HELD_OUT_SPLITS:
+        assert here["splits"][split]["sha256"] == there["splits"][split]["sha256"]
+        assert here["splits"][split]["missing_keys"] == 0
+    train = data.read_split(tmp_path / "there" / "splits" / "train.tsv")
+    assert ("Print", "Imprimir") in {(r.en, r.es) for r in train}
+    assert held_en not in {r.en for r in train}  # shares a held-out sentence, so it trains nowhere
+    assert_no_sentence_in_two_splits({s: data.read_split(tmp_path / "there" / "splits" / f"{s}.tsv") for s in data.SPLITS})
+
+
+def test_unpinned_pairs_are_never_held_out_and_other_domains_keep_their_lists(tmp_path):
+    results, keys = frozen_corpus(tmp_path)
+    rows, _ = data.clean_sources(results)
+    by_key = {data.pair_key(r): r for r in rows}
+    held = [by_key[k] for split in data.HELD_OUT_SPLITS for k in keys[split]]
+    assert held and all(r.source != "gettext:installed" for r in held)
+    installed_nodes = {n for r in rows if r.source == "gettext:installed" for n in data.row_nodes(r)}
+    assert not any(installed_nodes & set(data.row_nodes(r)) for r in held)  # whole components go back to train
+    redrawn = data.freeze_held_out(rows, {"software"}, keys, seed=99, dev_sizes=SIZES, test_sizes=SIZES)
+    for split in data.HELD_OUT_SPLITS:
+        conversation = {k for k in keys[split] if by_key[k].domain == "conversation"}
+        assert conversation <= redrawn[split]
+    trimmed = data.freeze_held_out(rows, {"conversation", "software"}, EMPTY, dev_sizes=SIZES, test_sizes=SIZES, margin=0.5)
+    assert trimmed["dev"] == keys["dev"] and trimmed["test"] < keys["test"]
+
+
+def test_a_rebuilt_split_that_differs_says_which_sources_moved(tmp_path):
+    results, keys = frozen_corpus(tmp_path)
+    for result in results:
+        result.provenance = {"packages": [{"name": result.name, "version": "1.0"}]}
+    manifest = data.build_dataset(results, tmp_path / "frozen", keys, expected=None)
+    data.record_held_out(tmp_path / "splits.json", manifest)
+    newer = [results[0], SourceResult("synthetic-ui", "software", results[1].pairs[::2],
+                                      {"packages": [{"name": "synthetic-ui", "version": "2.0"}]})]
+    rebuilt = data.build_dataset(newer, tmp_path / "rebuilt", keys, expected=tmp_path / "splits.json")
+    problems = rebuilt["held_out"]["check"]
+    assert isinstance(problems, list) and any("listed pairs not found" in p for p in problems)
+    assert any("synthetic-ui: synthetic-ui 2.0 (lists drawn with synthetic-ui 1.0)" in p for p in problems)
+    same = data.build_dataset(results, tmp_path / "same", keys, expected=tmp_path / "splits.json")
+    assert same["held_out"]["check"] == data.HELD_OUT_MATCH
+
+
+def test_the_committed_lists_match_their_recorded_sizes():
+    keys = data.read_held_out()
+    recorded = json.loads((data.HELD_OUT_DIR / "splits.json").read_text())
+    for split in data.HELD_OUT_SPLITS:
+        assert len(keys[split]) == recorded[split]["pairs"] >= 2000
+    assert not keys["dev"] & keys["test"]
 
 
 def test_missing_source_fails_unless_skipped(tmp_path, monkeypatch):

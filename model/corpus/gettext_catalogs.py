@@ -131,15 +131,16 @@ _QUALIFIER = re.compile(r"^\?[\w ]+:")
 
 def catalog_pairs(data: bytes) -> list[Pair]:
     """English/Spanish pairs of one .mo file, cleaned of accelerators and markup."""
-    pairs = []
-    for msgid, msgstr in read_mo(data):
-        if msgid in TRANSLATOR_CREDITS:
-            continue
-        en, es = strip_accelerators(_QUALIFIER.sub("", msgid), _QUALIFIER.sub("", msgstr))
-        en, es = clean_ui_text(en), clean_ui_text(es)
-        if en and es and _has_letters(en):
-            pairs.append(Pair(en=en, es=es))
-    return pairs
+    return [pair for msgid, msgstr in read_mo(data) if (pair := clean_pair(msgid, msgstr)) is not None]
+
+
+def clean_pair(msgid: str, msgstr: str) -> Pair | None:
+    """One catalog entry cleaned of accelerators and markup, or None when nothing is left to translate."""
+    if msgid in TRANSLATOR_CREDITS:
+        return None
+    en, es = strip_accelerators(_QUALIFIER.sub("", msgid), _QUALIFIER.sub("", msgstr))
+    en, es = clean_ui_text(en), clean_ui_text(es)
+    return Pair(en=en, es=es) if en and es and _has_letters(en) else None
 
 
 def read_mo(data: bytes) -> list[tuple[str, str]]:
