@@ -3,7 +3,7 @@
 Validation errors keep FastAPI's list of {loc, msg, type} (the attention viewer and generated
 clients read it), minus the echoed input, which for an oversized text would repeat the
 whole text back. LibreTranslate's clients read `error` instead of `detail`, so answers on its
-compatible routes carry both.
+compatible routes carry both, with LibreTranslate's status codes.
 """
 
 from __future__ import annotations
@@ -36,10 +36,16 @@ class Unavailable(Exception):
         self.status_code, self.detail, self.retry_after_s = status_code, detail, retry_after_s
 
 
+# LibreTranslate answers every bad request with 400 and a refused key with 403, and its clients
+# branch on those codes (one library raises its BadRequestError on 400 only).
+LIBRETRANSLATE_STATUS = {401: 403, 415: 400, 422: 400}
+
+
 def error_response(request: Request, status_code: int, detail, headers: dict | None = None) -> JSONResponse:
     body = {"detail": detail}
     if request.url.path.startswith(LIBRETRANSLATE_PREFIX):
         body["error"] = detail if isinstance(detail, str) else "; ".join(_flat(d) for d in detail)
+        status_code = LIBRETRANSLATE_STATUS.get(status_code, status_code)
     return JSONResponse(body, status_code=status_code, headers=headers)
 
 

@@ -1,7 +1,10 @@
 """LibreTranslate-compatible routes, so its existing clients work with base URL `/compat/libretranslate`.
 
-LibreTranslate's clients send JSON or forms (`q` repeated for a list); both are read here by hand,
-then checked with the same schema, so both give the same 422s.
+LibreTranslate (its Flask server) reads a JSON body when one is sent as application/json, and
+otherwise the query string and a form together: some clients POST with every parameter in the URL
+and an empty body, others send a form with `q` repeated for a list. All are read here by hand, then
+checked with one schema. Its clients read errors as `{"error": ...}` with LibreTranslate's
+statuses (400 for bad input, 403 for a key), which `app.errors` gives on these routes.
 """
 
 from __future__ import annotations
@@ -10,22 +13,25 @@ import json
 
 from fastapi import APIRouter, Request
 from fastapi.exceptions import RequestValidationError
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException
 
 from app.deps import TranslatorDep, unless_disconnected
 from app.errors import LIBRETRANSLATE_PREFIX, InputError
-from app.langdetect import detect
 from app.schemas import (
     Decoding,
+    DetectedLanguage,
     ErrorMessage,
+    FrontendSettings,
     Language,
+    LibreTranslateDetectRequest,
     LibreTranslateRequest,
     LibreTranslateResponse,
     Output,
     TranslateRequest,
 )
 from app.translator import Translator
+from model.langid import rank_languages
 from model.tokenizer import LANGUAGES
 
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
@@ -35,8 +41,8 @@ router = APIRouter(prefix=LIBRETRANSLATE_PREFIX, tags=["LibreTranslate compatibl
 
 # Each refusal answers {"detail": ..., "error": ...}: `error` is what LibreTranslate's clients read.
 ERRORS = {
-    415: "The body is neither JSON nor a form.",
-    422: "The input breaks the schema or a limit; `detail` lists each problem, `error` says it in one line.",
+    400: "Bad input: a missing or malformed parameter, or a broken limit; `error` says which in one line.",
+    403: "No valid API key (API_KEYS), or a feature this server does not offer.",
     429: "Too many texts queued (MAX_QUEUE); retry after `Retry-After` seconds.",
     503: "Models still loading, or the request timed out (REQUEST_TIMEOUT_S); see `Retry-After`.",
 }
@@ -45,7 +51,12 @@ ERRORS = {
 def _errors(*codes: int) -> dict:
     return {code: {"description": ERRORS[code], "model": ErrorMessage} for code in codes}
 
-_body_schema = LibreTranslateRequest.model_json_schema()
+
+def _parameters_body(schema: type[BaseModel]) -> dict:
+    body = schema.model_json_schema()
+    return {"requestBody": {"required": False, "content": {
+        "application/json": {"schema": body}, "application/x-www-form-urlencoded": {"schema": body}}},
+        "description": "Parameters as JSON, as a form, or in the query string (as LibreTranslate reads them)."}
 
 
 @router.post(
@@ -53,48 +64,95 @@ _body_schema = LibreTranslateRequest.model_json_schema()
     response_model=LibreTranslateResponse,
     response_model_exclude_none=True,
     summary="Translate like LibreTranslate's POST /translate",
-    responses=_errors(415, 422, 429, 503),
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {"application/json": {"schema": _body_schema},
-                        "application/x-www-form-urlencoded": {"schema": _body_schema}},
-        }
-    },
+    responses=_errors(400, 403, 429, 503),
+    openapi_extra=_parameters_body(LibreTranslateRequest),
 )
 async def translate(request: Request, translator: TranslatorDep) -> dict:
     """`q` is a text or a list; `translatedText` has the same shape. With `source: "auto"` the language
     of each text is detected (Spanish or English) and reported in `detectedLanguage`; a text already
     in the target language comes back unchanged."""
-    body = await _read(request)
+    body = await _read(request, LibreTranslateRequest)
+    if body.format == "html":
+        raise InputError(("format",), "format html is not supported yet (markup transfer is being built); "
+                         "send format=text")
     return await unless_disconnected(request, _translate(body, translator, request))
 
 
+@router.post("/detect", response_model=list[DetectedLanguage], summary="Detect like LibreTranslate's POST /detect",
+             responses=_errors(400, 403), openapi_extra=_parameters_body(LibreTranslateDetectRequest))
+async def detect(request: Request) -> list[dict]:
+    """The languages `q` may be in, likeliest first, each with a confidence from 0 to 100."""
+    body = await _read(request, LibreTranslateDetectRequest)
+    return [{"language": language, "confidence": confidence} for language, confidence in rank_languages(body.q)]
+
+
 @router.get("/languages", response_model=list[Language], summary="Languages, like LibreTranslate's GET /languages",
-            responses=_errors(503))
+            responses=_errors(403, 503))
 async def languages(translator: TranslatorDep) -> list[dict]:
     return translator.languages()
 
 
-async def _read(request: Request) -> LibreTranslateRequest:
+@router.get("/frontend/settings", response_model=FrontendSettings, summary="LibreTranslate's GET /frontend/settings",
+            responses=_errors(403))
+async def frontend_settings(translator: TranslatorDep) -> dict:
+    """What LibreTranslate's web page and clients read before translating: limits and defaults."""
+    settings = translator.settings
+    keys = bool(settings.api_key_list)
+    return {
+        "charLimit": settings.max_chars, "frontendTimeout": int(settings.request_timeout_s * 1000),
+        "apiKeys": keys, "keyRequired": keys, "suggestions": False, "filesTranslation": False,
+        "supportedFilesFormat": [],
+        "language": {"source": {"code": "auto", "name": "Auto Detect"}, "target": {"code": "en", "name": LANGUAGES["en"]}},
+    }
+
+
+@router.get("/health", summary="LibreTranslate's GET /health")
+async def health() -> dict:
+    return {"status": "ok"}
+
+
+@router.post("/suggest", summary="LibreTranslate's POST /suggest (turned off here)", responses=_errors(403))
+async def suggest() -> None:
+    raise HTTPException(403, "Suggestions are disabled on this server.")
+
+
+@router.post("/translate_file", summary="LibreTranslate's POST /translate_file (turned off here)", responses=_errors(403))
+async def translate_file() -> None:
+    raise HTTPException(403, "Files translation are disabled on this server.")
+
+
+async def _read(request: Request, schema: type[BaseModel]):
+    data, strict = await _parameters(request)
+    try:
+        # Query and form values are all strings, so only JSON bodies are held to exact types.
+        return schema.model_validate(data, strict=strict)
+    except ValidationError as e:
+        raise RequestValidationError([{**err, "loc": ("body", *err["loc"])} for err in e.errors()]) from None
+
+
+async def _parameters(request: Request) -> tuple[dict, bool]:
+    """The request's parameters, and whether they came as JSON (typed) rather than as strings."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip()
-    if content_type in FORM_TYPES:
-        form = await request.form()
-        data = {key: form.getlist(key) if key == "q" and len(form.getlist(key)) > 1 else form[key] for key in form}
-    elif content_type == "application/json":
+    if content_type == "application/json" or content_type.endswith("+json"):
         try:
             data = await request.json()
         except json.JSONDecodeError as e:
             raise RequestValidationError(
                 [{"type": "json_invalid", "loc": ("body", e.pos), "msg": "JSON decode error", "ctx": {"error": e.msg}}]
             ) from None
-    else:
-        raise HTTPException(415, "send the body as JSON (application/json) or as a form")
-    try:
-        # Form fields are all strings, so only JSON bodies are held to exact types.
-        return LibreTranslateRequest.model_validate(data, strict=content_type == "application/json")
-    except ValidationError as e:
-        raise RequestValidationError([{**err, "loc": ("body", *err["loc"])} for err in e.errors()]) from None
+        if not isinstance(data, dict):
+            raise HTTPException(400, "Invalid JSON format: the body must be a JSON object")
+        return data, True
+    items = list(request.query_params.multi_items())
+    if content_type in FORM_TYPES:
+        items += (await request.form()).multi_items()
+    elif await request.body():
+        raise HTTPException(400, f"a {content_type or 'body without a Content-Type'} cannot be read: send the "
+                            "parameters as JSON (application/json), as a form, or in the query string")
+    values: dict[str, list] = {}
+    for key, value in items:
+        values.setdefault(key, []).append(value)
+    return {key: found if key == "q" and len(found) > 1 else found[0] for key, found in values.items()}, False
 
 
 async def _translate(body: LibreTranslateRequest, translator: Translator, request: Request) -> dict:
@@ -120,10 +178,12 @@ async def _translate(body: LibreTranslateRequest, translator: Translator, reques
 
 
 def _detect(text: str, target: str) -> tuple[str, float]:
-    """The text's language; with no evidence, the other language than the target, since the caller
-    asked for a translation (with two languages, that is the only guess that translates)."""
-    language, confidence = detect(text)
-    return language or next(code for code in sorted(LANGUAGES) if code != target), confidence
+    """The text's likeliest language; with no evidence at all, the other language than the target,
+    since the caller asked for a translation (with two languages, that is the only guess that translates)."""
+    ranked = rank_languages(text)
+    if not ranked or ranked[0][1] == 0:
+        return next(code for code in sorted(LANGUAGES) if code != target), 0.0
+    return ranked[0]
 
 
 def _as_translate_request(body: LibreTranslateRequest, texts: list[str], source: str, translator: Translator):

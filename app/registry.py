@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from model.checkpoint import CONFIG, LoadedModel, ModelLoadError, load
-from model.decoding import DecodeOptions, SpecialIds, decode
+from model.decoding import DecodeOptions, decode, special_ids
 from model.quantize import quantize_int8
 
 log = logging.getLogger("app.registry")
@@ -48,12 +48,6 @@ def model_folders(weights_dir: Path) -> list[Path]:
     return sorted(p for p in weights_dir.iterdir() if (p / CONFIG).is_file())
 
 
-def special_ids(loaded: LoadedModel) -> SpecialIds:
-    """A translation never contains <unk> (byte fallback covers every character) or a language tag."""
-    tok = loaded.tokenizer
-    return SpecialIds(pad=tok.pad_id, bos=tok.bos_id, eos=tok.eos_id, never=(tok.unk_id, *tok.lang_ids.values()))
-
-
 def load_all(weights_dir: Path, device_setting: str, dtype_setting: str, quantize_setting: str = "none") -> dict[str, LoadedModel]:
     """Every model folder under `weights_dir`, loaded and warmed up; ModelLoadError names the culprit."""
     if not weights_dir.is_dir():
@@ -86,4 +80,4 @@ def warm_up(loaded: LoadedModel) -> None:
         opts = DecodeOptions(strategy=strategy, max_new_tokens=8, top_k=3, cross_attention_layers=(last_layer,))
         for _, target in loaded.directions:
             ids = loaded.tokenizer.encode_source(WARMUP_TEXT, target)
-            decode(loaded.model, torch.tensor([ids], device=loaded.device), opts, special_ids(loaded))
+            decode(loaded.model, torch.tensor([ids], device=loaded.device), opts, special_ids(loaded.tokenizer))

@@ -23,6 +23,16 @@ def check_language(code: str) -> str:
     return code
 
 
+def check_source(code: str) -> str:
+    return code if code == "auto" else check_language(code)
+
+
+def two_languages(request):
+    if request.source == request.target:
+        raise ValueError(f"source and target are both {request.source!r}; pick two different languages")
+    return request
+
+
 def json_type(value) -> str:
     names = {bool: "a boolean", int: "a number", float: "a number", dict: "an object", list: "a list"}
     return "null" if value is None else names.get(type(value), type(value).__name__)
@@ -106,7 +116,8 @@ class Output(BaseModel):
 class _TranslateOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    source: str = Field(description=f"Language of the text: {KNOWN}.", examples=["es"])
+    source: str = Field(description=f"Language of the text: {KNOWN}, or `auto` to detect it (the answer then "
+                        "reports `detected_language`).", examples=["es"])
     target: str = Field(description="Language to translate into.", examples=["en"])
     model: str | None = Field(
         None, description="Name of the model to use (see /models); default: the first that serves the direction.",
@@ -121,13 +132,9 @@ class _TranslateOptions(BaseModel):
         examples=[{"steps": True, "top_k": 3, "attention": "mean"}],
     )
 
-    _language = field_validator("source", "target")(check_language)
-
-    @model_validator(mode="after")
-    def _two_languages(self):
-        if self.source == self.target:
-            raise ValueError(f"source and target are both {self.source!r}; pick two different languages")
-        return self
+    _source = field_validator("source")(check_source)
+    _target = field_validator("target")(check_language)
+    _two_languages = model_validator(mode="after")(two_languages)
 
 
 class TranslateRequest(_TranslateOptions):
@@ -229,11 +236,24 @@ class _Decoded(BaseModel):
     )
 
 
+class DetectedLanguage(BaseModel):
+    language: str = Field(description="Detected language code.", examples=["es"])
+    confidence: float = Field(description="0 to 100.", examples=[90.0])
+
+
 class Segment(_Decoded):
     """One sentence or line of a text that was split."""
 
 
 class Translation(_Decoded):
+    detected_language: DetectedLanguage | None = Field(
+        None, description="Present when `source` was `auto`: the language the text reads as, and how sure "
+        "(0 when nothing tells Spanish from English, e.g. a name alone).", examples=[{"language": "es", "confidence": 96.7}],
+    )
+    warnings: list[str] | None = Field(
+        None, description="Present when something about the input deserves a look, e.g. a text that is clearly "
+        "not in the declared source language (translated anyway).", examples=[None],
+    )
     segments: list[Segment] | None = Field(
         None,
         description="Present when the text held several sentences or lines: each was translated on its own "
@@ -297,7 +317,8 @@ class LibreTranslateRequest(BaseModel):
     q: str | list[str] = Field(description="A text or a list of texts.", examples=[EXAMPLE_SENTENCE])
     source: str = Field("auto", description=f"{KNOWN}, or `auto` to detect it.", examples=["es"])
     target: str = Field(description="Language to translate into.", examples=["en"])
-    format: Literal["text"] = Field("text", description="Only plain `text` is supported.", examples=["text"])
+    format: Literal["text", "html"] = Field("text", description="`text`; `html` is refused for now with a 400 "
+                                            "saying so.", examples=["text"])
     alternatives: int = Field(0, ge=0, description="Extra translations to return per text.", examples=[0])
     api_key: str | None = Field(None, description="Checked like X-API-Key when API_KEYS is set; otherwise ignored.", examples=[""])
 
@@ -306,23 +327,46 @@ class LibreTranslateRequest(BaseModel):
     def _q(cls, value):
         return check_texts(value, allow_list=True)
 
-    @field_validator("source")
-    @classmethod
-    def _source(cls, code: str) -> str:
-        return code if code == "auto" else check_language(code)
-
+    _source = field_validator("source")(check_source)
     _target = field_validator("target")(check_language)
-
-    @model_validator(mode="after")
-    def _two_languages(self):
-        if self.source == self.target:
-            raise ValueError(f"source and target are both {self.source!r}; pick two different languages")
-        return self
+    _two_languages = model_validator(mode="after")(two_languages)
 
 
-class DetectedLanguage(BaseModel):
-    language: str = Field(description="Detected language code.", examples=["es"])
-    confidence: float = Field(description="0 to 100.", examples=[90.0])
+class LibreTranslateDetectRequest(BaseModel):
+    """What LibreTranslate's clients send to /detect."""
+
+    model_config = ConfigDict(extra="ignore", json_schema_extra={"examples": [{"q": EXAMPLE_SENTENCE}]})
+
+    q: str = Field(description="The text whose language to detect.", examples=[EXAMPLE_SENTENCE])
+    api_key: str | None = Field(None, description="As for /translate.", examples=[""])
+
+    @field_validator("q", mode="before")
+    @classmethod
+    def _q(cls, value):
+        return check_texts(value, allow_list=False)
+
+
+class LanguageRef(BaseModel):
+    code: str = Field(examples=["auto"])
+    name: str = Field(examples=["Auto Detect"])
+
+
+class FrontendDefaults(BaseModel):
+    source: LanguageRef
+    target: LanguageRef
+
+
+class FrontendSettings(BaseModel):
+    """LibreTranslate's /frontend/settings, with this server's limits."""
+
+    charLimit: int = Field(description="Characters per text (MAX_CHARS).", examples=[2000])
+    frontendTimeout: int = Field(description="Milliseconds a request may take (REQUEST_TIMEOUT_S).", examples=[30000])
+    apiKeys: bool = Field(description="Whether API keys are in use (API_KEYS).", examples=[False])
+    keyRequired: bool = Field(description="Whether a key is required.", examples=[False])
+    suggestions: bool = Field(description="Always false: suggestions are not collected.", examples=[False])
+    filesTranslation: bool = Field(description="Always false: no file translation.", examples=[False])
+    supportedFilesFormat: list[str] = Field(examples=[[]])
+    language: FrontendDefaults
 
 
 class LibreTranslateResponse(BaseModel):

@@ -18,17 +18,28 @@ import torch
 from app.batching import Admission, Batcher, ContinuousBatcher, DecodeThread, QueueFull
 from app.errors import InputError, Unavailable
 from app.metrics import Metrics
-from app.registry import load_all, special_ids
+from app.registry import load_all
 from app.schemas import Output, StreamRequest, TranslateRequest
 from app.settings import Settings
 from model.checkpoint import LoadedModel, ModelLoadError
 from model.continuous import ContinuousGreedy, Request
-from model.decoding import DecodeOptions, Hypothesis, KVCache, Step, TopToken, decode, right_padded
-from model import segment
-from model.evaluate import default_max_new_tokens
+from model.decoding import (
+    DecodeOptions,
+    Hypothesis,
+    KVCache,
+    Step,
+    TopToken,
+    decode,
+    default_max_new_tokens,
+    right_padded,
+    special_ids,
+)
+from model import langid, segment
 from model.tokenizer import LANGUAGES
 
 log = logging.getLogger("app.translator")
+
+AUTO = "auto"  # the `source` that asks for the language to be detected
 
 # Seconds a refused client should wait: a full queue drains within a few batches; loading takes longer.
 RETRY_BUSY_S, RETRY_TIMEOUT_S, RETRY_LOADING_S = 1, 5, 10
@@ -47,6 +58,8 @@ class Job:
     record: dict = field(default_factory=dict)  # fields for the request's log line
     # Per input text: how it was split. None = decoded whole (source_ids holds one entry for it).
     layouts: list[Layout | None] = field(default_factory=list)
+    # Per input text: fields the answer adds about its language (detected_language, warnings).
+    language_notes: list[dict] = field(default_factory=list)
 
 
 @dataclass
@@ -149,7 +162,8 @@ class Translator:
     def prepare(self, req: TranslateRequest | StreamRequest) -> Job:
         """Check `req` against the limits and the loaded models, and encode its texts."""
         self.check_ready()
-        loaded = self._model_for(req)
+        source = resolve_source(req.source, req.target)
+        loaded = self._model_for(req, source)
         texts = req.text if isinstance(req.text, list) else [req.text]
         s, d, out = self.settings, req.decoding, req.output
         _at_most(len(texts), s.max_items, "MAX_ITEMS", ("text",), "number of texts")
@@ -173,24 +187,25 @@ class Translator:
         )
         if not self.admission.has_room(len(texts)):
             raise self._queue_full()
-        record = {"model": loaded.name, "direction": f"{req.source}-{req.target}", "items": len(texts),
+        record = {"model": loaded.name, "direction": f"{source}-{req.target}", "items": len(texts),
                   "tokens_in": sum(map(len, source_ids))}
-        return Job(loaded, source_ids, options, out, layers, d.max_new_tokens is None, record, layouts)
+        notes = [language_notes(text, req.source, source) for text in texts]
+        return Job(loaded, source_ids, options, out, layers, d.max_new_tokens is None, record, layouts, notes)
 
-    def _model_for(self, req: TranslateRequest | StreamRequest) -> LoadedModel:
-        direction = (req.source, req.target)
+    def _model_for(self, req: TranslateRequest | StreamRequest, source: str) -> LoadedModel:
+        direction = (source, req.target)
         if req.model is not None:
             loaded = self.models.get(req.model)
             if loaded is None:
                 raise InputError(("model",), f"no model named {req.model!r}; GET /models lists them", "value_error")
             if direction not in loaded.directions:
-                raise InputError(("model",), f"model {req.model!r} does not translate {req.source} to {req.target}",
+                raise InputError(("model",), f"model {req.model!r} does not translate {source} to {req.target}",
                                  "value_error")
             return loaded
         for loaded in self.models.values():
             if direction in loaded.directions:
                 return loaded
-        raise InputError(("target",), f"no loaded model translates {req.source} to {req.target}", "value_error")
+        raise InputError(("target",), f"no loaded model translates {source} to {req.target}", "value_error")
 
     def _encode_text(self, loaded: LoadedModel, text: str, target: str, loc: tuple, sources: list[list[int]],
                      split: bool) -> Layout | None:
@@ -253,7 +268,7 @@ class Translator:
             else:
                 answers.append(joined_translation(job, layout, pieces))
                 next_piece += sum(i is not None for i in layout.sources)
-        return {"model": job.loaded.name, "translations": answers}
+        return {"model": job.loaded.name, "translations": [a | n for a, n in zip(answers, job.language_notes)]}
 
     async def _decode(self, job: Job) -> list[list[Hypothesis]]:
         """The n-best hypotheses of each of the job's texts (one for greedy search)."""
@@ -284,7 +299,7 @@ class Translator:
         """One text into the model's running greedy batch; the future resolves to its hypothesis."""
         loaded = job.loaded
         request = Request(ids, _sized(job.options, job.auto_length, [ids]))
-        return self.continuous.submit(loaded.name, lambda: ContinuousGreedy(loaded.model, special_ids(loaded)), request)
+        return self.continuous.submit(loaded.name, lambda: ContinuousGreedy(loaded.model, special_ids(loaded.tokenizer)), request)
 
     def _timed_out(self) -> Unavailable:
         self.metrics.rejected.labels("timeout").inc()
@@ -299,7 +314,7 @@ class Translator:
         sources = [item.source_ids for item in items]
         options = _sized(first.options, first.auto_length, sources)
         return decode(first.loaded.model, right_padded(sources, first.loaded.tokenizer.pad_id, first.loaded.device),
-                      options, special_ids(first.loaded))
+                      options, special_ids(first.loaded.tokenizer))
 
     def _count(self, best: list[Hypothesis], job: Job) -> None:
         generated = sum(len(h.ids) for h in best)
@@ -335,7 +350,8 @@ class Translator:
             yield "error", {"detail": e.detail}
             return
         self._count([hyps[0]], job)
-        yield "done", {"model": job.loaded.name, "translations": [translation(job, job.source_ids[0], hyps)]}
+        yield "done", {"model": job.loaded.name,
+                       "translations": [translation(job, job.source_ids[0], hyps) | job.language_notes[0]]}
 
     async def _greedy_steps(self, job: Job) -> AsyncIterator[Step]:
         loop = asyncio.get_running_loop()
@@ -346,6 +362,24 @@ class Translator:
             if loop.time() > deadline:
                 raise self._timed_out()
             yield await self.thread.run(search.step)
+
+
+def resolve_source(declared: str, target: str) -> str:
+    """The language translated from: with two languages, `auto` can only mean the one that is not the target."""
+    return next(code for code in sorted(LANGUAGES) if code != target) if declared == AUTO else declared
+
+
+def language_notes(text: str, declared: str, source: str) -> dict:
+    """`detected_language` when the source was `auto`, and a warning when the text is clearly not in `source`."""
+    notes: dict = {}
+    if declared == AUTO:
+        language, confidence = langid.detect(text)
+        notes["detected_language"] = {"language": language or source, "confidence": confidence}
+    if other := langid.clearly_not(text, source):
+        language, confidence = other
+        notes["warnings"] = [f"the text looks {LANGUAGES[language]} ({confidence:.0f}% sure), not "
+                             f"{LANGUAGES[source]}; it was translated as {LANGUAGES[source]} anyway"]
+    return notes
 
 
 def _sized(options: DecodeOptions, auto_length: bool, sources: list[list[int]]) -> DecodeOptions:
@@ -371,7 +405,7 @@ class GreedyStream:
 
     @torch.inference_mode()
     def __init__(self, loaded: LoadedModel, source_ids: list[int], options: DecodeOptions):
-        self.model, self.options, self.special = loaded.model, options, special_ids(loaded)
+        self.model, self.options, self.special = loaded.model, options, special_ids(loaded.tokenizer)
         src = torch.tensor([source_ids], device=loaded.device)
         self.memory, self.src_mask = self.model.encode(src)
         self.cache = KVCache(self.model, 1, options.max_new_tokens + 1, loaded.device, self.memory.dtype)

@@ -28,8 +28,7 @@ import torch
 from bench.common import write_result
 from model.checkpoint import load
 from model.data import read_split
-from model.decoding import DecodeOptions, SpecialIds, decode, right_padded
-from model.evaluate import default_max_new_tokens, special_ids
+from model.decoding import DecodeOptions, SpecialIds, decode, default_max_new_tokens, right_padded, special_ids
 from model.tokenizer import TranslationTokenizer
 from model.quantize import quantize_int8
 from model.transformer import Transformer

@@ -27,6 +27,18 @@ class SpecialIds:
         return [self.pad, self.bos, *self.never]
 
 
+def special_ids(tokenizer) -> SpecialIds:
+    """A `model.tokenizer.TranslationTokenizer`'s ids: a translation never contains <unk> (byte
+    fallback covers every character) or a language tag."""
+    never = (tokenizer.unk_id, *tokenizer.lang_ids.values())
+    return SpecialIds(pad=tokenizer.pad_id, bos=tokenizer.bos_id, eos=tokenizer.eos_id, never=never)
+
+
+def default_max_new_tokens(source_len: int) -> int:
+    """Outputs rarely exceed twice the source; the slack covers wordier target languages."""
+    return min(2 * source_len + 10, 256)
+
+
 @dataclass
 class DecodeOptions:
     strategy: str = "greedy"  # "greedy" | "beam"

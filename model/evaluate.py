@@ -20,7 +20,7 @@ import torch
 
 from model.checkpoint import CARD, LoadedModel, load
 from model.data import SplitRow, read_split
-from model.decoding import DecodeOptions, Hypothesis, SpecialIds, decode, right_padded
+from model.decoding import DecodeOptions, Hypothesis, decode, default_max_new_tokens, right_padded, special_ids
 from model.tokenizer import TranslationTokenizer
 from model.transformer import Transformer
 
@@ -31,16 +31,6 @@ STRATEGIES = {
     "beam4": DecodeOptions(strategy="beam", beam_size=4),
 }
 HEADLINE_SOURCE = "tatoeba"
-
-
-def special_ids(tokenizer: TranslationTokenizer) -> SpecialIds:
-    never = (tokenizer.unk_id, *tokenizer.lang_ids.values())
-    return SpecialIds(pad=tokenizer.pad_id, bos=tokenizer.bos_id, eos=tokenizer.eos_id, never=never)
-
-
-def default_max_new_tokens(source_len: int) -> int:
-    """Outputs rarely exceed twice the source; the slack covers wordier target languages."""
-    return min(2 * source_len + 10, 256)
 
 
 def decode_texts(

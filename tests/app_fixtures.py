@@ -20,7 +20,7 @@ import torch
 
 from app.main import create_app
 from app.settings import Settings
-from model.checkpoint import export
+from model.checkpoint import export, load
 from model.decoding import right_padded
 from model.tokenizer import TranslationTokenizer, train_bpe
 from model.transformer import Transformer, TransformerConfig
@@ -94,11 +94,38 @@ def _train_and_export(weights_dir: Path, steps: int) -> Path:
     return export(model.eval(), tok, weights_dir / MODEL_NAME, MODEL_NAME, card=card)
 
 
+def build_endless_model(tiny_folder: Path, weights_dir: Path) -> Path:
+    """The tiny model made, by its weights, unable to end an output: no step ever makes </s> its likeliest token.
+
+    The final decoder norm's gain is zeroed and its bias set to -</s>'s embedding, so each step's
+    hidden state is that constant vector and the tied projection gives </s> the logit -|e|², far below
+    the others whatever the input; tests of the length limits rely on this, not on what training did.
+    """
+    loaded = load(tiny_folder)
+    model = loaded.model
+    eos = loaded.tokenizer.eos_id
+    with torch.no_grad():
+        model.decoder.norm.weight.zero_()
+        model.decoder.norm.bias.copy_(-4 * model.embedding.weight[eos])
+        logits = model.projection(model.decoder.norm.bias)
+    allowed = [i for i in range(logits.numel()) if i not in (loaded.tokenizer.pad_id, loaded.tokenizer.bos_id, eos)]
+    assert logits[eos] < logits[allowed].max() - 1, "</s> must never be the likeliest token"
+    return export(model.eval(), loaded.tokenizer, weights_dir / MODEL_NAME, MODEL_NAME, card=loaded.card)
+
+
 @pytest.fixture(scope="session")
 def tiny_weights(tmp_path_factory) -> Path:
     """A WEIGHTS_DIR holding the tiny model."""
     weights_dir = tmp_path_factory.mktemp("weights")
     build_tiny_model(weights_dir)
+    return weights_dir
+
+
+@pytest.fixture(scope="session")
+def endless_weights(tiny_weights, tmp_path_factory) -> Path:
+    """A WEIGHTS_DIR whose model never says </s> (see build_endless_model)."""
+    weights_dir = tmp_path_factory.mktemp("endless")
+    build_endless_model(tiny_weights / MODEL_NAME, weights_dir)
     return weights_dir
 
 

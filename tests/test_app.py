@@ -17,6 +17,7 @@ from tests.app_fixtures import (  # noqa: F401 (fixtures)
     PAIRS,
     anyio_backend,
     check_translation,
+    endless_weights,
     one_torch_thread,
     parse_sse,
     serving,
@@ -88,13 +89,13 @@ async def test_max_new_tokens_cuts_with_finish_reason_length(client):
         assert t["finish_reason"] == "length"
 
 
-async def test_by_default_an_output_may_grow_to_twice_the_source_plus_ten(client):
-    looping = "zzz zzz zzz"  # the tiny model repeats itself on this until it is cut
-    for strategy in ("greedy", "beam"):
-        t = (await translate(client, text=looping, decoding={"strategy": strategy}))["translations"][0]
-        assert t["finish_reason"] == "length" and len(t["tokens"]) == 2 * len(t["source_tokens"]) + 10
-    events = await _stream(client, text=looping, decoding={"strategy": "greedy"})
-    assert len(events) == 1 + 2 * len(events[0][1]["source_tokens"]) + 10 + 1  # start, tokens, done
+async def test_by_default_an_output_may_grow_to_twice_the_source_plus_ten(endless_weights):
+    async with serving(endless_weights) as endless:  # a model that cannot say </s> runs until it is cut
+        for strategy in ("greedy", "beam"):
+            t = (await translate(endless, text=SENTENCE, decoding={"strategy": strategy}))["translations"][0]
+            assert t["finish_reason"] == "length" and len(t["tokens"]) == 2 * len(t["source_tokens"]) + 10
+        events = await _stream(endless, text=SENTENCE, decoding={"strategy": "greedy"})
+        assert len(events) == 1 + 2 * len(events[0][1]["source_tokens"]) + 10 + 1  # start, tokens, done
 
 
 async def test_steps_and_attention_can_be_left_out(client):
@@ -102,6 +103,19 @@ async def test_steps_and_attention_can_be_left_out(client):
     t = answer["translations"][0]
     assert "steps" not in t and "attention" not in t
     assert t["tokens"][-1] == "</s>" and t["text"] == TRANSLATION
+
+
+async def test_auto_source_reports_the_detected_language_and_warns_about_a_wrong_one(client):
+    answer = await translate(client, text=[SENTENCE, TRANSLATION], source="auto", target="en")
+    spanish, english = answer["translations"]
+    assert spanish["text"] == TRANSLATION and "warnings" not in spanish
+    assert spanish["detected_language"]["language"] == "es" and spanish["detected_language"]["confidence"] > 90
+    # Already in the target language: with two languages, auto still means Spanish; the answer says so.
+    assert english["detected_language"]["language"] == "en" and "looks English" in english["warnings"][0]
+    declared = (await translate(client, text="The dog sleeps at home today.", source="es", target="en"))["translations"][0]
+    assert "detected_language" not in declared and "not Spanish" in declared["warnings"][0]
+    plain = (await translate(client, text=SENTENCE))["translations"][0]
+    assert "detected_language" not in plain and "warnings" not in plain
 
 
 async def test_english_to_spanish(client):
@@ -229,3 +243,24 @@ async def test_torch_threads_applies_to_the_decode_thread(tiny_weights):
     assert torch.get_num_threads() == 1  # one_torch_thread; a new thread would start with 1 too
     async with serving(tiny_weights, torch_threads=2) as client:
         assert await client.app.state.translator.thread.run(torch.get_num_threads) == 2
+
+
+def test_the_serving_path_loads_no_evaluation_data_or_training_code(tiny_weights):
+    """The server must not pull in sacrebleu, the corpus readers or the trainer (memory, start-up, attack surface)."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, asyncio\n"
+        "from app.main import create_app\nfrom app.settings import Settings\n"
+        f"app = create_app(Settings(weights_dir={str(tiny_weights)!r}))\n"
+        "async def main():\n"
+        "    async with app.router.lifespan_context(app):\n"
+        "        await asyncio.sleep(0)\n"
+        "asyncio.run(main())\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'sacrebleu' or m.startswith("
+        "('model.evaluate', 'model.data', 'model.train', 'model.corpus'))))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "[]"

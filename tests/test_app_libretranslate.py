@@ -93,18 +93,59 @@ async def test_languages(client):
         ({"source": "es", "target": "en"}, "q: this field is required"),
         ({"q": "", "source": "es", "target": "en"}, "empty"),
         ({"q": ES1, "source": "es", "target": "fr"}, "unknown language 'fr'"),
-        ({"q": ES1, "source": "es", "target": "en", "format": "html"}, "'text'"),
+        ({"q": ES1, "source": "es", "target": "en", "format": "html"}, "html is not supported yet"),
+        ({"q": ES1, "source": "es", "target": "en", "format": "pdf"}, "'text' or 'html'"),
         ({"q": ES1, "source": "es", "target": "en", "alternatives": 50}, "MAX_BEAM_SIZE"),
     ],
 )
 async def test_errors_carry_detail_and_libretranslate_error(client, body, words):
-    for response in (await client.post(URL, json=body), await client.post(URL, data=body)):
-        assert response.status_code == 422
+    # LibreTranslate answers bad input with 400, and a client library raises its BadRequestError on 400 only.
+    for response in (await client.post(URL, json=body), await client.post(URL, data=body),
+                     await client.post(URL, params=body)):
+        assert response.status_code == 400
         assert words in response.json()["error"] and response.json()["detail"]
 
 
 async def test_a_body_that_is_neither_json_nor_a_form(client):
     response = await client.post(URL, content=b"q=hola", headers={"content-type": "text/plain"})
-    assert response.status_code == 415 and "JSON" in response.json()["error"]
+    assert response.status_code == 400 and "query string" in response.json()["error"]
     response = await client.post(URL, content=b"{not json", headers={"content-type": "application/json"})
-    assert response.status_code == 422 and "not valid JSON" in response.json()["error"]
+    assert response.status_code == 400 and "not valid JSON" in response.json()["error"]
+    response = await client.post(URL, content=b'["q"]', headers={"content-type": "application/json"})
+    assert response.status_code == 400 and "Invalid JSON format" in response.json()["error"]
+
+
+async def test_parameters_in_the_query_string_of_an_empty_post(client):
+    # What deep-translator sends: requests.post(url, params=...), no body at all.
+    response = await client.post(URL, params={"q": ES1, "source": "es", "target": "en", "format": "text", "api_key": "x"})
+    assert response.status_code == 200, response.text
+    assert response.json() == {"translatedText": EN1}
+    response = await client.post(URL, params=[("q", ES1), ("q", ES2), ("source", "es"), ("target", "en")])
+    assert response.json() == {"translatedText": [EN1, EN2]}
+
+
+async def test_query_string_and_form_are_read_together_like_flask_request_values(client):
+    response = await client.post(URL, params={"source": "es", "target": "en"}, data={"q": ES1})
+    assert response.json() == {"translatedText": EN1}
+
+
+async def test_detect_ranks_both_languages(client):
+    for response in (await client.post("/compat/libretranslate/detect", data={"q": ES1}),
+                     await client.post("/compat/libretranslate/detect", json={"q": EN1}),
+                     await client.post("/compat/libretranslate/detect", params={"q": ES1})):
+        assert response.status_code == 200, response.text
+        ranked = response.json()
+        assert [d["language"] for d in ranked] in (["es", "en"], ["en", "es"]) and ranked[0]["confidence"] > 90
+    assert (await client.post("/compat/libretranslate/detect", json={"q": EN1})).json()[0]["language"] == "en"
+    missing = await client.post("/compat/libretranslate/detect", data={})
+    assert missing.status_code == 400 and "q: this field is required" in missing.json()["error"]
+
+
+async def test_frontend_settings_health_and_turned_off_features(client):
+    settings = (await client.get("/compat/libretranslate/frontend/settings")).json()
+    assert settings["charLimit"] == 2000 and settings["keyRequired"] is False
+    assert settings["language"]["source"] == {"code": "auto", "name": "Auto Detect"}
+    assert (await client.get("/compat/libretranslate/health")).json() == {"status": "ok"}
+    for path in ("/compat/libretranslate/suggest", "/compat/libretranslate/translate_file"):
+        response = await client.post(path, data={"q": ES1})
+        assert response.status_code == 403 and "disabled" in response.json()["error"]

@@ -11,7 +11,7 @@ import torch
 
 from model.checkpoint import ModelLoadError, export, load
 from model.decoding import DecodeOptions, decode
-from model.evaluate import special_ids
+from model.decoding import special_ids
 from model.tokenizer import TranslationTokenizer, train_bpe
 from model.transformer import Transformer, TransformerConfig
 
