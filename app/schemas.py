@@ -85,6 +85,12 @@ class Decoding(BaseModel):
     alternatives: int = Field(
         0, ge=0, description="Extra n-best translations to return (beam search, fewer than `beam_size`).", examples=[0]
     )
+    prefix: str | None = Field(
+        None, min_length=1, description="A target-language text the translation must start with (interactive "
+        "translation: a translator fixes the start, the model completes it). Decoding is forced through its "
+        "tokens, whose steps carry the model's own probability and `forced: true`, then goes on freely. A text "
+        "with a prefix is decoded whole, not sentence by sentence.", examples=[None],
+    )
 
     @model_validator(mode="after")
     def _alternatives_come_from_the_beam(self) -> Decoding:
@@ -108,9 +114,31 @@ class Output(BaseModel):
         examples=["mean"],
     )
     attention_layers: list[int] | None = Field(
-        None, min_length=1, description="Decoder layers whose attention is returned; negative indices count "
+        None, min_length=1, description="Decoder layers whose cross-attention is returned; negative indices count "
         "from the last (-1 is the last layer). Default: the last layer.", examples=[[-1]],
     )
+    attention_kinds: list[Literal["cross", "encoder", "decoder"]] = Field(
+        default_factory=lambda: ["cross"], min_length=1,
+        description="Which of the Transformer's three attentions to return, each reduced as `attention` says: "
+        "`cross` (decoder to source, in `attention`), `encoder` (the encoder's self-attention over the source, "
+        "in `encoder_attention`), `decoder` (the decoder's masked self-attention over its own inputs, in "
+        "`decoder_attention`).", examples=[["cross", "encoder", "decoder"]],
+    )
+    encoder_attention_layers: list[int] | None = Field(
+        None, min_length=1, description="Encoder layers for `encoder` attention, like attention_layers. "
+        "Default: the last.", examples=[[-1]],
+    )
+    decoder_attention_layers: list[int] | None = Field(
+        None, min_length=1, description="Decoder layers for `decoder` attention, like attention_layers. "
+        "Default: the last.", examples=[[-1]],
+    )
+
+    @field_validator("attention_kinds")
+    @classmethod
+    def _kinds_once(cls, kinds: list[str]) -> list[str]:
+        if len(set(kinds)) < len(kinds):
+            raise ValueError("each attention kind may be listed once")
+        return kinds
 
 
 class _TranslateOptions(BaseModel):
@@ -187,15 +215,20 @@ class StepOut(TopToken):
         description="The `top_k` most probable tokens at this step, most probable first.",
         examples=[[{"token": "▁The", "id": 412, "probability": 0.93}, {"token": "▁A", "id": 97, "probability": 0.02}]],
     )
+    forced: bool | None = Field(None, description="Present and true when the token came from decoding.prefix.",
+                                examples=[None])
 
 
 class Attention(BaseModel):
-    kind: Literal["cross"] = Field("cross", description="Decoder-to-source (cross) attention.", examples=["cross"])
-    layers: list[int] = Field(description="Decoder layers returned, as non-negative indices.", examples=[[2]])
+    kind: Literal["cross", "encoder", "decoder"] = Field(
+        "cross", description="`cross`: generated tokens (rows) over source tokens; `encoder`: source over source; "
+        "`decoder`: each step's decoder input (`<s>`, then the tokens before it) over the decoder inputs so far, "
+        "later positions exactly 0 (the causal mask).", examples=["cross"])
+    layers: list[int] = Field(description="Layers returned, as non-negative indices.", examples=[[2]])
     reduction: Literal["mean", "heads"] = Field(description="How heads were combined.", examples=["mean"])
     weights: list = Field(
-        description="`mean`: [layer][token][source token]; `heads`: [layer][head][token][source token]. "
-        "Each row sums to 1 over `source_tokens`.", examples=[[[[0.71, 0.08, 0.21]]]],
+        description="`mean`: [layer][query][key]; `heads`: [layer][head][query][key]. Each row sums to 1.",
+        examples=[[[[0.71, 0.08, 0.21]]]],
     )
 
 
@@ -227,8 +260,17 @@ class _Decoded(BaseModel):
                     "top": [{"token": "▁The", "id": 412, "probability": 0.93}]}]],
     )
     attention: Attention | None = Field(
-        None, description="Absent when output.attention is `none`.",
+        None, description="Cross-attention; absent when output.attention is `none` or attention_kinds leaves it out.",
         examples=[{"kind": "cross", "layers": [2], "reduction": "mean", "weights": [[[0.71, 0.08, 0.21]]]}],
+    )
+    encoder_attention: Attention | None = Field(
+        None, description="With `encoder` in output.attention_kinds: [layer][(head)][source token][source token].",
+        examples=[None],
+    )
+    decoder_attention: Attention | None = Field(
+        None, description="With `decoder` in output.attention_kinds: [layer][(head)][i][j], a row per generated "
+        "token i (its query is the decoder input at that step) and a column per decoder input j; j > i is 0.",
+        examples=[None],
     )
     alternatives: list[Alternative] = Field(
         default_factory=list, description="decoding.alternatives runners-up, best first.",
@@ -347,13 +389,14 @@ class LibreTranslateDetectRequest(BaseModel):
 
 
 class LanguageRef(BaseModel):
-    code: str = Field(examples=["auto"])
-    name: str = Field(examples=["Auto Detect"])
+    code: str = Field(description="Language code, or `auto`.", examples=["auto"])
+    name: str = Field(description="Its English name.", examples=["Auto Detect"])
 
 
 class FrontendDefaults(BaseModel):
-    source: LanguageRef
-    target: LanguageRef
+    source: LanguageRef = Field(description="Preselected source language.",
+                                examples=[{"code": "auto", "name": "Auto Detect"}])
+    target: LanguageRef = Field(description="Preselected target language.", examples=[{"code": "en", "name": "English"}])
 
 
 class FrontendSettings(BaseModel):
@@ -365,8 +408,9 @@ class FrontendSettings(BaseModel):
     keyRequired: bool = Field(description="Whether a key is required.", examples=[False])
     suggestions: bool = Field(description="Always false: suggestions are not collected.", examples=[False])
     filesTranslation: bool = Field(description="Always false: no file translation.", examples=[False])
-    supportedFilesFormat: list[str] = Field(examples=[[]])
-    language: FrontendDefaults
+    supportedFilesFormat: list[str] = Field(description="Always empty (no file translation).", examples=[[]])
+    language: FrontendDefaults = Field(description="The page's preselected languages.", examples=[
+        {"source": {"code": "auto", "name": "Auto Detect"}, "target": {"code": "en", "name": "English"}}])
 
 
 class LibreTranslateResponse(BaseModel):

@@ -15,6 +15,7 @@ from dataclasses import astuple, dataclass, field, replace
 
 import torch
 
+from app.answers import attention_headers, joined_translation, token_event, translation
 from app.batching import Admission, Batcher, ContinuousBatcher, DecodeThread, QueueFull
 from app.errors import InputError, Unavailable
 from app.metrics import Metrics
@@ -31,6 +32,7 @@ from model.decoding import (
     TopToken,
     decode,
     default_max_new_tokens,
+    encoder_attention,
     right_padded,
     special_ids,
 )
@@ -53,13 +55,15 @@ class Job:
     source_ids: list[list[int]]
     options: DecodeOptions
     output: Output
-    layers: list[int]  # attention layers to report, non-negative, in the order asked
+    layers: list[int]  # cross-attention layers to report, non-negative, in the order asked
     auto_length: bool  # max_new_tokens was not given: options hold its upper bound, see _sized
     record: dict = field(default_factory=dict)  # fields for the request's log line
     # Per input text: how it was split. None = decoded whole (source_ids holds one entry for it).
     layouts: list[Layout | None] = field(default_factory=list)
     # Per input text: fields the answer adds about its language (detected_language, warnings).
     language_notes: list[dict] = field(default_factory=list)
+    encoder_layers: list[int] = field(default_factory=list)  # encoder self-attention layers to report
+    decoder_layers: list[int] = field(default_factory=list)  # decoder self-attention layers to report
 
 
 @dataclass
@@ -170,12 +174,18 @@ class Translator:
         _at_most(d.beam_size, s.max_beam_size, "MAX_BEAM_SIZE", ("decoding", "beam_size"), "beam_size")
         _at_most(out.top_k, s.max_top_k, "MAX_TOP_K", ("output", "top_k"), "top_k")
         max_new_tokens = self._max_new_tokens(d.max_new_tokens, loaded)
-        # A stream answers one token sequence, so only /translate splits texts into sentences.
-        split = isinstance(req, TranslateRequest)
+        prefix = self._prefix(loaded, d.prefix, max_new_tokens)
+        # A stream answers one token sequence, and a prefix starts one, so only they are not split into sentences.
+        split = isinstance(req, TranslateRequest) and not prefix
         source_ids: list[list[int]] = []
         layouts = [self._encode_text(loaded, text, req.target, _text_loc(texts, i), source_ids, split)
                    for i, text in enumerate(texts)]
-        layers = _attention_layers(out, loaded.config.decoder_layers)
+        cfg = loaded.config
+        layers = _attention_layers(out, "cross", out.attention_layers, "attention_layers", cfg.decoder_layers, "decoder")
+        encoder_layers = _attention_layers(out, "encoder", out.encoder_attention_layers, "encoder_attention_layers",
+                                           cfg.encoder_layers, "encoder")
+        decoder_layers = _attention_layers(out, "decoder", out.decoder_attention_layers, "decoder_attention_layers",
+                                           cfg.decoder_layers, "decoder")
         options = DecodeOptions(
             strategy=d.strategy,
             beam_size=d.beam_size if d.strategy == "beam" else 1,  # so greedy requests all batch together
@@ -184,13 +194,28 @@ class Translator:
             alternatives=d.alternatives,
             top_k=out.top_k if out.steps else 0,
             cross_attention_layers=tuple(sorted(layers)),
+            self_attention_layers=tuple(sorted(decoder_layers)),
+            prefix=prefix,
         )
         if not self.admission.has_room(len(texts)):
             raise self._queue_full()
         record = {"model": loaded.name, "direction": f"{source}-{req.target}", "items": len(texts),
                   "tokens_in": sum(map(len, source_ids))}
         notes = [language_notes(text, req.source, source) for text in texts]
-        return Job(loaded, source_ids, options, out, layers, d.max_new_tokens is None, record, layouts, notes)
+        return Job(loaded, source_ids, options, out, layers, d.max_new_tokens is None, record, layouts, notes,
+                   encoder_layers, decoder_layers)
+
+    def _prefix(self, loaded: LoadedModel, text: str | None, max_new_tokens: int) -> tuple[int, ...]:
+        """The ids decoding is forced through: the prefix's tokens, without the </s> that would end it."""
+        if text is None:
+            return ()
+        _at_most(len(text), self.settings.max_chars, "MAX_CHARS", ("decoding", "prefix"), "length in characters")
+        ids = tuple(loaded.tokenizer.encode_target(text)[:-1])
+        if not ids:
+            raise InputError(("decoding", "prefix"), "the prefix has no tokens; leave it out or give it some text")
+        # The forced tokens and at least one free one must fit in max_new_tokens.
+        _at_most(len(ids) + 1, max_new_tokens, "max_new_tokens", ("decoding", "prefix"), "prefix length in tokens + 1")
+        return ids
 
     def _model_for(self, req: TranslateRequest | StreamRequest, source: str) -> LoadedModel:
         direction = (source, req.target)
@@ -259,7 +284,8 @@ class Translator:
         except QueueFull:
             raise self._queue_full() from None
         self._count([hyps[0] for hyps in results], job)
-        pieces = [translation(job, ids, hyps) for ids, hyps in zip(job.source_ids, results)]
+        encoder = await self._encoder_attention(job)
+        pieces = [translation(job, ids, hyps, maps) for ids, hyps, maps in zip(job.source_ids, results, encoder)]
         answers, next_piece = [], 0
         for layout in job.layouts:
             if layout is None:
@@ -269,6 +295,13 @@ class Translator:
                 answers.append(joined_translation(job, layout, pieces))
                 next_piece += sum(i is not None for i in layout.sources)
         return {"model": job.loaded.name, "translations": [a | n for a, n in zip(answers, job.language_notes)]}
+
+    async def _encoder_attention(self, job: Job) -> list[dict | None]:
+        """Per source, the encoder self-attention maps asked for (one more encoder pass on the decode thread)."""
+        if not job.encoder_layers:
+            return [None] * len(job.source_ids)
+        return await self.thread.run(encoder_attention, job.loaded.model, job.source_ids, tuple(job.encoder_layers),
+                                     job.loaded.tokenizer.pad_id)
 
     async def _decode(self, job: Job) -> list[list[Hypothesis]]:
         """The n-best hypotheses of each of the job's texts (one for greedy search)."""
@@ -293,7 +326,8 @@ class Translator:
 
     def _continuous(self, options: DecodeOptions) -> bool:
         s = self.settings
-        return s.batching and s.continuous_batching and options.strategy == "greedy" and not options.no_repeat_ngram
+        return (s.batching and s.continuous_batching and options.strategy == "greedy" and not options.no_repeat_ngram
+                and not options.prefix)  # the running batch has no forced steps
 
     def _submit_continuous(self, job: Job, ids: list[int]) -> asyncio.Future:
         """One text into the model's running greedy batch; the future resolves to its hypothesis."""
@@ -330,7 +364,7 @@ class Translator:
         hypothesis is only known at the end), so it decodes through the batcher, then replays.
         """
         yield "start", {"model": job.loaded.name, "source_tokens": job.loaded.tokenizer.tokens(job.source_ids[0]),
-                        "attention": _attention_header(job)}
+                        **attention_headers(job)}
         try:
             with self.admission.hold(1):
                 if job.options.strategy == "greedy":
@@ -350,8 +384,9 @@ class Translator:
             yield "error", {"detail": e.detail}
             return
         self._count([hyps[0]], job)
+        (encoder,) = await self._encoder_attention(job)
         yield "done", {"model": job.loaded.name,
-                       "translations": [translation(job, job.source_ids[0], hyps) | job.language_notes[0]]}
+                       "translations": [translation(job, job.source_ids[0], hyps, encoder) | job.language_notes[0]]}
 
     async def _greedy_steps(self, job: Job) -> AsyncIterator[Step]:
         loop = asyncio.get_running_loop()
@@ -410,6 +445,7 @@ class GreedyStream:
         self.memory, self.src_mask = self.model.encode(src)
         self.cache = KVCache(self.model, 1, options.max_new_tokens + 1, loaded.device, self.memory.dtype)
         self.layers = frozenset(options.cross_attention_layers)
+        self.self_layers = frozenset(options.self_attention_layers)
         self.generated: list[int] = []
 
     @property
@@ -422,19 +458,21 @@ class GreedyStream:
         previous = self.generated[-1] if self.generated else self.special.bos
         logits, out = self.model.decode(
             torch.tensor([[previous]], device=self.memory.device), self.memory, self.src_mask, self.cache,
-            offset=len(self.generated), cross_layers=self.layers,
+            offset=len(self.generated), self_layers=self.self_layers, cross_layers=self.layers,
         )
         self.cache.advance()
         logp = torch.log_softmax(logits[0, -1].float(), dim=-1)
         logp[self.special.forbidden] = float("-inf")
-        token = int(logp.argmax())
+        forced = len(self.generated) < len(self.options.prefix)
+        token = self.options.prefix[len(self.generated)] if forced else int(logp.argmax())
         self.generated.append(token)
         top = []
         if self.options.top_k:
             top_lp, top_ids = logp.topk(self.options.top_k)
             top = [TopToken(int(i), math.exp(float(p))) for i, p in zip(top_ids, top_lp)]
         cross = {layer: w[0, :, -1, :].float().tolist() for layer, w in out.cross_attention.items()}  # [head][src]
-        return Step(token, math.exp(float(logp[token])), top, cross)
+        history = {layer: w[0, :, -1, :].float().tolist() for layer, w in out.self_attention.items()}  # [head][pos]
+        return Step(token, math.exp(float(logp[token])), top, cross, history, forced)
 
 
 def _greedy_hypothesis(steps: list[Step], job: Job) -> Hypothesis:
@@ -442,110 +480,6 @@ def _greedy_hypothesis(steps: list[Step], job: Job) -> Hypothesis:
     logp = sum(math.log(s.probability) for s in steps)
     score = logp / len(ids) ** job.options.length_penalty
     return Hypothesis(ids, steps, score, finished=ids[-1] == job.loaded.tokenizer.eos_id)
-
-
-# --- answers --------------------------------------------------------------------------------
-
-
-def translation(job: Job, source_ids: list[int], hyps: list[Hypothesis]) -> dict:
-    """One entry of `translations` (DESIGN §3) from a text's n-best hypotheses, best first."""
-    tok, best = job.loaded.tokenizer, hyps[0]
-    answer = {
-        "text": tok.decode(best.ids),
-        "source_tokens": tok.tokens(source_ids),
-        "tokens": tok.tokens(best.ids),
-        "score": best.score,
-        "finish_reason": "stop" if best.finished else "length",
-        "alternatives": [{"text": tok.decode(h.ids), "score": h.score} for h in hyps[1:]],
-    }
-    if job.output.steps:
-        answer["steps"] = [_step(tok, step) for step in best.steps]
-    if job.layers:
-        weights = [_layer_weights(best.steps, layer, job) for layer in job.layers]
-        answer["attention"] = {**_attention_header(job), "weights": weights}
-    return answer
-
-
-def joined_translation(job: Job, layout: Layout, pieces: list[dict]) -> dict:
-    """The entry of a text that was split: its segments, and their concatenation at the top level.
-
-    Top-level `tokens`, `steps` and `source_tokens` are the segments' in order, and the attention is
-    block-diagonal (each segment's tokens attend only to its own source tokens), so every invariant
-    of the contract holds for the whole entry as it does for each segment.
-    """
-    segments = [pieces[i] for i in layout.sources if i is not None]
-    texts = [pieces[i]["text"] if i is not None else "" for i in layout.sources]
-    lengths = [len(seg["tokens"]) for seg in segments]
-    entry = {
-        "text": segment.join(layout.lead, texts, layout.pieces),
-        "source_tokens": [t for seg in segments for t in seg["source_tokens"]],
-        "tokens": [t for seg in segments for t in seg["tokens"]],
-        "score": sum(seg["score"] * n for seg, n in zip(segments, lengths)) / max(sum(lengths), 1),
-        "finish_reason": "length" if any(seg["finish_reason"] == "length" for seg in segments) else "stop",
-        "alternatives": [],
-        "segments": segments,
-    }
-    if job.output.steps:
-        entry["steps"] = [step for seg in segments for step in seg["steps"]]
-    if job.layers:
-        entry["attention"] = {**_attention_header(job), "weights": _block_diagonal(segments, job)}
-    return entry
-
-
-def _block_diagonal(segments: list[dict], job: Job) -> list:
-    width = sum(len(seg["source_tokens"]) for seg in segments)
-
-    def rows_of(seg_rows: list[list[float]], offset: int) -> list[list[float]]:
-        return [[0.0] * offset + row + [0.0] * (width - offset - len(row)) for row in seg_rows]
-
-    offsets = [sum(len(s["source_tokens"]) for s in segments[:k]) for k in range(len(segments))]
-    weights = []
-    for li in range(len(job.layers)):
-        if job.output.attention == "heads":
-            n_heads = len(segments[0]["attention"]["weights"][li])
-            weights.append([[row for seg, off in zip(segments, offsets) for row in rows_of(seg["attention"]["weights"][li][h], off)]
-                            for h in range(n_heads)])
-        else:
-            weights.append([row for seg, off in zip(segments, offsets) for row in rows_of(seg["attention"]["weights"][li], off)])
-    return weights
-
-
-def token_event(job: Job, index: int, step: Step) -> dict:
-    event = {"index": index, **_step(job.loaded.tokenizer, step)}
-    if job.layers:
-        event["attention"] = [_row(step, layer, job) for layer in job.layers]
-    return event
-
-
-def _step(tok, step: Step) -> dict:
-    top_tokens = tok.tokens([t.id for t in step.top])
-    # The chosen token's probability is computed twice by model.decoding (float64 for the step, float32
-    # for the top list); report one number, so that greedy's probability equals top[0] exactly.
-    top = [{"token": s, "id": t.id, "probability": step.probability if t.id == step.id else t.probability}
-           for s, t in zip(top_tokens, step.top)]
-    return {"token": tok.tokens([step.id])[0], "id": step.id, "probability": step.probability, "top": top}
-
-
-def _attention_header(job: Job) -> dict | None:
-    return {"kind": "cross", "layers": job.layers, "reduction": job.output.attention} if job.layers else None
-
-
-def _row(step: Step, layer: int, job: Job) -> list:
-    """This token's attention over the source: [head][src] for `heads`, [src] for `mean`."""
-    heads = step.cross_attention[layer]
-    if job.loaded.dtype != torch.float32:
-        # A bf16/fp16 softmax row sums to 1 only within ~0.4%; clients are promised rows that sum to 1.
-        heads = [[w / math.fsum(row) for w in row] for row in heads]
-    if job.output.attention == "heads":
-        return heads
-    return [sum(column) / len(heads) for column in zip(*heads)]
-
-
-def _layer_weights(steps: list[Step], layer: int, job: Job) -> list:
-    rows = [_row(step, layer, job) for step in steps]
-    if job.output.attention == "heads":  # [token][head][src] -> [head][token][src]
-        return [list(per_head) for per_head in zip(*rows)]
-    return rows
 
 
 # --- helpers --------------------------------------------------------------------------------
@@ -565,15 +499,17 @@ def _text_loc(texts: list[str], i: int) -> tuple:
     return ("text",) if len(texts) == 1 else ("text", i)
 
 
-def _attention_layers(out: Output, n_layers: int) -> list[int]:
-    if out.attention == "none":
+def _attention_layers(out: Output, kind: str, asked: list[int] | None, field_name: str, n_layers: int,
+                      stack: str) -> list[int]:
+    """Layers of one attention kind to report, non-negative and in the order asked; none if not asked for."""
+    if out.attention == "none" or kind not in out.attention_kinds:
         return []
     layers: list[int] = []
-    for i in out.attention_layers or [-1]:
+    for i in asked or [-1]:
         if not -n_layers <= i < n_layers:
             raise InputError(
-                ("output", "attention_layers"),
-                f"layer {i} does not exist: the model has {n_layers} decoder layers "
+                ("output", field_name),
+                f"layer {i} does not exist: the model has {n_layers} {stack} layers "
                 f"(0 to {n_layers - 1}, or -{n_layers} to -1)",
             )
         if i % n_layers not in layers:

@@ -162,16 +162,18 @@ class ContinuousGreedy:
         if not self.rows:
             return []
         layers = frozenset(l for row in self.rows for l in row.request.options.cross_attention_layers)
+        self_layers = frozenset(l for row in self.rows for l in row.request.options.self_attention_layers)
         mask = self.cache.prepare_step()
         logits, out = self.model.decode(
             self.tokens[:, None], self.memory, self.src_mask, self.cache, offset=self.cache.lengths,
-            cross_layers=layers, cache_mask=mask,
+            self_layers=self_layers, cross_layers=layers, cache_mask=mask,
         )
         self.cache.advance()
         logp = torch.log_softmax(logits[:, -1].float(), dim=-1)
         logp[:, self.special.forbidden] = float("-inf")  # after the softmax, as greedy does
         self.tokens = logp.argmax(dim=-1)
-        self._record(logp, {l: w[:, :, -1, :].float() for l, w in out.cross_attention.items()})
+        self._record(logp, {l: w[:, :, -1, :].float() for l, w in out.cross_attention.items()},
+                     {l: w[:, :, -1, :].float() for l, w in out.self_attention.items()})
         return self._leave()
 
     def remove(self, tags: set) -> None:
@@ -180,7 +182,7 @@ class ContinuousGreedy:
         if len(keep) < len(self.rows):
             self._keep(keep)
 
-    def _record(self, logp: torch.Tensor, cross: dict[int, torch.Tensor]) -> None:
+    def _record(self, logp: torch.Tensor, cross: dict[int, torch.Tensor], own: dict[int, torch.Tensor]) -> None:
         chosen = self.tokens.tolist()
         chosen_logp = logp.gather(1, self.tokens[:, None])[:, 0].tolist()
         k = max(row.request.options.top_k for row in self.rows)
@@ -192,7 +194,9 @@ class ContinuousGreedy:
             opts = row.request.options
             tops = [TopToken(t, p) for t, p in zip(top_i[i][: opts.top_k], top_p[i][: opts.top_k])] if opts.top_k else []
             attention = {l: cross[l][i, :, : row.source_length].tolist() for l in opts.cross_attention_layers}
-            row.steps.append(Step(chosen[i], math.exp(chosen_logp[i]), tops, attention))
+            # This step's query saw <s> and the row's tokens so far: its own history, not the batch's longest.
+            history = {l: own[l][i, :, : len(row.steps) + 1].tolist() for l in opts.self_attention_layers}
+            row.steps.append(Step(chosen[i], math.exp(chosen_logp[i]), tops, attention, history))
             row.logp_sum += chosen_logp[i]
 
     def _leave(self) -> list[tuple[Request, Hypothesis]]:

@@ -51,6 +51,7 @@ class DecodeOptions:
     self_attention_layers: tuple[int, ...] = ()
     use_cache: bool = True
     no_repeat_ngram: int = 0  # forbid repeating any n-gram of this size; 0 disables the guard
+    prefix: tuple[int, ...] = ()  # target ids every output starts with (forced), then decoding goes on freely
 
 
 @dataclass
@@ -66,6 +67,7 @@ class Step:
     top: list[TopToken]
     cross_attention: dict[int, list[list[float]]] = field(default_factory=dict)  # layer -> [head][src]
     self_attention: dict[int, list[list[float]]] = field(default_factory=dict)  # layer -> [head][pos]
+    forced: bool = False  # the token came from DecodeOptions.prefix, not from the search
 
 
 @dataclass
@@ -190,6 +192,7 @@ class _StepRecorder:
                     top=top,
                     cross_attention={l: w[row, :, :src_len].tolist() for l, w in self.cross[t].items()},
                     self_attention={l: w[row].tolist() for l, w in self.self_attn[t].items()},
+                    forced=t < len(self.opts.prefix),
                 )
             )
         if extra is not None:
@@ -202,6 +205,7 @@ class _StepRecorder:
                     top=top,
                     cross_attention={l: w[r, :, :src_len].tolist() for l, w in rec["cross"].items()},
                     self_attention={l: w[r].tolist() for l, w in rec["self"].items()},
+                    forced=n < len(self.opts.prefix),
                 )
             )
         return steps
@@ -300,9 +304,9 @@ def greedy(model: Transformer, src: torch.Tensor, opts: DecodeOptions, special: 
     rec = _StepRecorder(opts)
     b = src.size(0)
     running = torch.arange(b, device=src.device)  # the source row of every decoder row
-    for _ in range(opts.max_new_tokens):
+    for t in range(opts.max_new_tokens):
         logp, out = run.step()
-        tokens = logp.argmax(dim=-1)
+        tokens = logp.argmax(dim=-1) if t >= len(opts.prefix) else torch.full_like(running, opts.prefix[t])
         every_row = torch.arange(len(running), device=src.device)
         rec.push(_StepRecorder.current(logp, out, opts), every_row, tokens, at=running, size=b)
         run.append(tokens)
@@ -353,7 +357,8 @@ def beam_search(model: Transformer, src: torch.Tensor, opts: DecodeOptions, spec
         logp, out = run.step()
         current = _StepRecorder.current(logp, out, opts)
         vocab = logp.size(-1)
-        cand = (scores.view(-1, 1) + logp).view(len(sentences), k * vocab)
+        cand = (scores.view(-1, 1) + (logp if t >= len(opts.prefix) else _only(logp, opts.prefix[t])))
+        cand = cand.view(len(sentences), k * vocab)
         top_scores, top_idx = cand.topk(min(2 * k, k * vocab), dim=-1)
         still_open, rows, tokens, new_scores = [], [], [], []
         for p, (s, s_scores, s_idx) in enumerate(zip(sentences, top_scores.tolist(), top_idx.tolist())):
@@ -393,6 +398,13 @@ def beam_search(model: Transformer, src: torch.Tensor, opts: DecodeOptions, spec
     return results
 
 
+def _only(logp: torch.Tensor, token: int) -> torch.Tensor:
+    """`logp` with every token but `token` ruled out: a forced step keeps its true probability."""
+    forced = torch.full_like(logp, float("-inf"))
+    forced[:, token] = logp[:, token]
+    return forced
+
+
 def _expand(p, s_scores, s_idx, vocab, k, t, current, rec, finished, src_len, special, opts):
     """Turn the best 2k candidates of the sentence at batch position p into its k live beams,
     finishing those that end.
@@ -416,6 +428,15 @@ def _expand(p, s_scores, s_idx, vocab, k, t, current, rec, finished, src_len, sp
         if len(chosen) == k:
             break
     return chosen
+
+
+@torch.inference_mode()
+def encoder_attention(model: Transformer, sources: list[list[int]], layers: tuple[int, ...], pad: int) -> list[dict[int, list]]:
+    """Per source, the encoder self-attention of `layers`: layer -> [head][query][key] over its own tokens."""
+    _eval_mode(model)
+    src = right_padded(sources, pad, model.embedding.weight.device)
+    _, _, weights = model.encode_with_attention(src, frozenset(layers))
+    return [{l: weights[l][row, :, :n, :n].float().tolist() for l in layers} for row, n in enumerate(map(len, sources))]
 
 
 def right_padded(rows: list[list[int]], pad: int, device: torch.device | str = "cpu") -> torch.Tensor:

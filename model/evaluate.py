@@ -9,6 +9,7 @@ refer to); `domains` holds the same figures for every domain of the split.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import time
@@ -124,6 +125,19 @@ def limit_per_domain(rows: list[SplitRow], limit: int | None) -> list[SplitRow]:
     return kept
 
 
+def split_check(split_file: Path, split: str, card: dict) -> dict:
+    """Whether `split_file` is the split the model's card records (by sha256), and if not, why it matters."""
+    digest = hashlib.sha256(split_file.read_bytes()).hexdigest()
+    recorded = card.get("data", {}).get("splits", {}).get(split, {}).get("sha256")
+    check = {"sha256": digest, "matches_card": digest == recorded}
+    if recorded is None:
+        check["note"] = f"the card records no {split} split sha256: these scores cannot be tied to its data"
+    elif digest != recorded:
+        check["note"] = (f"{split_file} has sha256 {digest[:12]}…, the card's {split} split {recorded[:12]}…: not the split "
+                         "the card describes; rebuild it with the README's data command (model.data says why it differs)")
+    return check
+
+
 def update_card(loaded: LoadedModel, split: str, results: dict, meta: dict) -> None:
     card_path = loaded.path / CARD
     card = json.loads(card_path.read_text()) if card_path.exists() else {}
@@ -154,6 +168,9 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"{split_file} not found: run `python -m model.data` first")
     device = "cuda" if args.device == "auto" and torch.cuda.is_available() else ("cpu" if args.device == "auto" else args.device)
     loaded = load(args.weights, device=device)
+    check = split_check(split_file, args.split, loaded.card)
+    if not check["matches_card"]:
+        log.warning("%s", check["note"])
     domains = set(filter(None, args.domains.split(",")))
     rows = limit_per_domain([r for r in read_split(split_file) if not domains or r.domain in domains], args.limit)
     strategies = [s for s in args.strategies.split(",") if s]
@@ -168,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         "domains": sorted({r.domain for r in rows}),
         "device": str(loaded.device),
         "seconds": round(time.perf_counter() - started, 1),
+        "split_file": check,
         "command": "python -m model.evaluate " + " ".join(argv if argv is not None else __import__("sys").argv[1:]),
     }
     if args.json:

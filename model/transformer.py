@@ -277,10 +277,12 @@ class EncoderLayer(nn.Module):
         self.add_norm1 = AddNorm(cfg.d_model, cfg.dropout, cfg.norm_first)
         self.add_norm2 = AddNorm(cfg.d_model, cfg.dropout, cfg.norm_first)
 
-    def forward(self, x: torch.Tensor, src_mask: torch.Tensor, rows: RowLengths | None = None) -> torch.Tensor:
-        x, _ = self.add_norm1(x, lambda h: self.self_attn(h, src_mask, rows=rows))
+    def forward(
+        self, x: torch.Tensor, src_mask: torch.Tensor, rows: RowLengths | None = None, need_weights: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        x, weights = self.add_norm1(x, lambda h: self.self_attn(h, src_mask, need_weights, rows=rows))
         x, _ = self.add_norm2(x, _no_weights(self.feed_forward))
-        return x
+        return x, weights  # weights: (B, H, S, S) when asked
 
 
 class DecoderLayer(nn.Module):
@@ -329,10 +331,17 @@ class Encoder(nn.Module):
         # Pre-norm leaves the residual stream unnormalised, so a final norm is needed.
         self.norm = nn.LayerNorm(cfg.d_model) if cfg.norm_first else nn.Identity()
 
-    def forward(self, x: torch.Tensor, src_mask: torch.Tensor, rows: RowLengths | None = None) -> torch.Tensor:
-        for layer in self.layers:
-            x = layer(x, src_mask, rows)
-        return self.norm(x)
+    def forward(
+        self, x: torch.Tensor, src_mask: torch.Tensor, rows: RowLengths | None = None,
+        weights_of: frozenset[int] = frozenset(),
+    ) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
+        """The source's representation, and the self-attention weights of the layers in `weights_of`."""
+        weights = {}
+        for i, layer in enumerate(self.layers):
+            x, w = layer(x, src_mask, rows, i in weights_of)
+            if w is not None:
+                weights[i] = w
+        return self.norm(x), weights
 
 
 @dataclass
@@ -422,10 +431,17 @@ class Transformer(nn.Module):
 
     def encode(self, src: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """src (B, S) token ids -> memory (B, S, D) and its additive key mask (B, 1, 1, S)."""
+        memory, src_mask, _ = self.encode_with_attention(src)
+        return memory, src_mask
+
+    def encode_with_attention(
+        self, src: torch.Tensor, layers: frozenset[int] = frozenset()
+    ) -> tuple[torch.Tensor, torch.Tensor, dict[int, torch.Tensor]]:
+        """`encode`, plus the encoder self-attention weights (B, H, S, S) of `layers`."""
         src_mask = padding_mask(src, self.cfg.pad_id).to(self.embedding.weight.dtype)
         rows = RowLengths.of_mask(src_mask, cut_queries=True) if self.row_exact else None
-        memory = self.encoder(self.positional(self.embedding(src)), src_mask, rows)
-        return memory, src_mask
+        memory, weights = self.encoder(self.positional(self.embedding(src)), src_mask, rows, layers)
+        return memory, src_mask, weights
 
     def decode(
         self,

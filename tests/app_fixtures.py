@@ -200,14 +200,29 @@ def check_translation(t: dict, *, greedy: bool, max_new_tokens: int | None = Non
             assert 0 < step["probability"] <= 1
             probabilities = [top["probability"] for top in step["top"]]
             assert probabilities == sorted(probabilities, reverse=True)
-            if greedy and step["top"]:
+            if greedy and step["top"] and not step.get("forced"):
                 assert step["top"][0] == {k: step[k] for k in ("token", "id", "probability")}
     check_attention(t)
 
 
 def check_attention(t: dict) -> None:
-    """`weights[l]` has a row per generated token and a column per source token; rows sum to 1."""
+    """`weights[l]` has a row per generated token and a column per source token; rows sum to 1.
+
+    The encoder's map is source by source; the decoder's is token by token and causal: row i (the
+    query fed at step i) has exactly 0 in every column after i."""
     tokens, source = t["tokens"], t["source_tokens"]
+    for field, kind, n_rows, n_columns in (("encoder_attention", "encoder", len(source), len(source)),
+                                           ("decoder_attention", "decoder", len(tokens), len(tokens))):
+        if field in t:
+            assert t[field]["kind"] == kind and len(t[field]["weights"]) == len(t[field]["layers"])
+            for layer in t[field]["weights"]:
+                for rows in (layer if t[field]["reduction"] == "heads" else [layer]):
+                    assert len(rows) == n_rows
+                    for i, row in enumerate(rows):
+                        assert len(row) == n_columns and min(row) >= 0
+                        assert math.fsum(row) == pytest.approx(1.0, abs=1e-4)
+                        if kind == "decoder":
+                            assert all(w == 0.0 for w in row[i + 1 :])
     if "attention" in t:
         attention = t["attention"]
         assert attention["kind"] == "cross" and len(attention["weights"]) == len(attention["layers"])

@@ -295,3 +295,15 @@ def test_tatoeba_lines_parse_to_pairs():
     assert pairs == [Pair("Go.", "Ve.")]
     with pytest.raises(SystemExit, match="line 1"):
         tatoeba.parse_lines(["no tab here"])
+
+
+def test_evaluate_says_when_a_split_is_not_the_one_the_card_records(tmp_path):
+    from model.evaluate import split_check
+
+    split = tmp_path / "test.tsv"
+    data.write_split(split, [SplitRow("conversation", "s", "Yes.", "Sí.")])
+    digest = hashlib.sha256(split.read_bytes()).hexdigest()
+    assert split_check(split, "test", {"data": {"splits": {"test": {"sha256": digest}}}}) == {"sha256": digest, "matches_card": True}
+    other = split_check(split, "test", {"data": {"splits": {"test": {"sha256": "0" * 64}}}})
+    assert not other["matches_card"] and "not the split the card describes" in other["note"]
+    assert "records no test split" in split_check(split, "test", {})["note"]
