@@ -127,12 +127,14 @@ def rejection_reason(pair: Pair) -> str | None:
 def clean_sources(results: Iterable[SourceResult]) -> tuple[list[SplitRow], list[dict]]:
     """Clean every source and drop exact duplicates, earlier sources winning over later ones.
 
-    Returns the kept rows and one statistics record per source for the manifest.
+    Unpinned sources come last whatever their place in `results`: a pair that a catalog installed on
+    this machine shares with a manual must keep the manual's name and domain, or what a machine has
+    installed would relabel a held-out pair. Returns the kept rows and one statistics record per source.
     """
     seen: set[tuple[str, str]] = set()
     rows: list[SplitRow] = []
     stats: list[dict] = []
-    for result in results:
+    for result in sorted(results, key=lambda r: r.name in UNPINNED_SOURCES):  # stable: the rest keep their order
         dropped: Counter[str] = Counter()
         kept = 0
         for raw in result.pairs:

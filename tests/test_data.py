@@ -307,3 +307,11 @@ def test_evaluate_says_when_a_split_is_not_the_one_the_card_records(tmp_path):
     other = split_check(split, "test", {"data": {"splits": {"test": {"sha256": "0" * 64}}}})
     assert not other["matches_card"] and "not the split the card describes" in other["note"]
     assert "records no test split" in split_check(split, "test", {})["note"]
+
+
+def test_a_pair_an_installed_catalog_shares_with_a_pinned_source_keeps_the_pinned_label():
+    shared = Pair("Open the file", "Abre el archivo")
+    results = [SourceResult("gettext:installed", "software", [shared]), SourceResult("doc:manual", "prose", [shared])]
+    rows, stats = data.clean_sources(results)
+    assert rows == [SplitRow("prose", "doc:manual", "Open the file", "Abre el archivo")]
+    assert [s["name"] for s in stats] == ["doc:manual", "gettext:installed"]
