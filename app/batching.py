@@ -67,18 +67,23 @@ class QueueFull(Exception):
 
 
 class Admission:
-    """Counts texts admitted and not yet answered, so an overloaded server refuses instead of queueing."""
+    """Counts texts admitted and not yet answered, so an overloaded server refuses instead of queueing.
+
+    A request with more pieces than the whole queue holds (a long document's sentences) counts as a
+    full queue: an idle server takes it, so a 429 always means a busy server, one worth retrying.
+    """
 
     def __init__(self, capacity: int, metrics: Metrics):
         self.capacity, self.used, self.metrics = capacity, 0, metrics
 
     def has_room(self, n: int) -> bool:
-        return self.used + n <= self.capacity
+        return self.used + min(n, self.capacity) <= self.capacity
 
     @contextmanager
     def hold(self, n: int) -> Iterator[None]:
         if not self.has_room(n):
             raise QueueFull
+        n = min(n, self.capacity)
         self._add(n)
         try:
             yield

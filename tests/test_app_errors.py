@@ -154,6 +154,21 @@ async def test_a_full_queue_answers_429_with_retry_after(tiny_weights):
         assert (await client.post("/translate", json=GOOD)).status_code == 200  # places were given back
 
 
+async def test_a_long_document_is_translated_on_an_idle_server_and_refused_only_when_busy(tiny_weights):
+    page = "Hola. " * 333  # 1,998 characters, 333 sentences: more than the whole queue holds
+    async with serving(tiny_weights, max_queue=256) as client:
+        response = await client.post("/translate", json=merged(text=page, output={"steps": False, "attention": "none"}))
+        assert response.status_code == 200, response.text
+        (t,) = response.json()["translations"]
+        assert len(t["segments"]) == 333 and client.app.state.translator.admission.used == 0
+    async with serving(tiny_weights, max_queue=4, batch_window_ms=300, batch_quiet_ms=300) as client:
+        waiting = asyncio.create_task(client.post("/translate", json=merged(text=SENTENCE)))
+        await asyncio.sleep(0.1)  # one place taken: the document no longer fits, and must be retried
+        refused = await client.post("/translate", json=merged(text="Hola. " * 10))
+        assert refused.status_code == 429 and "retry-after" in refused.headers
+        assert (await waiting).status_code == 200
+
+
 async def test_a_timeout_answers_503_and_frees_its_place(tiny_weights):
     async with serving(tiny_weights, request_timeout_s=0.05, batch_window_ms=2000, batch_quiet_ms=2000) as client:
         response = await client.post("/translate", json=GOOD)
