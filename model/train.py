@@ -219,7 +219,17 @@ def pick_device(name: str) -> torch.device:
 def hardware(device: torch.device, world: int) -> str:
     if device.type == "cuda":
         return f"{world} x {torch.cuda.get_device_name(device)}"
-    return f"{world} process(es) x {torch.get_num_threads()} thread(s) on {platform.processor() or platform.machine()} ({os.cpu_count()} cores)"
+    return f"{world} process(es) x {torch.get_num_threads()} thread(s) on {cpu_model()} ({os.cpu_count()} cores)"
+
+
+def cpu_model() -> str:
+    """The CPU's model name (as lscpu shows it): figures differ between the CPUs of one kind of machine."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
 
 
 class Trainer:
@@ -238,13 +248,14 @@ class Trainer:
         self.tok = self._shared_tokenizer(train_rows)
         self.examples = encode_examples(train_rows, self.tok, args.max_sentence_tokens)
         self.weights = parse_weights(args.domain_weights)
-        cfg = TransformerConfig(
-            vocab_size=self.tok.vocab_size, d_model=args.d_model, n_heads=args.heads, d_ff=args.d_ff,
-            encoder_layers=args.encoder_layers, decoder_layers=args.decoder_layers, dropout=args.dropout,
-            max_len=args.max_len, norm_first=not args.post_norm, pad_id=self.tok.pad_id,
-        )
         if start is not None:  # its architecture, with this run's dropout
             cfg = TransformerConfig(**{**start.config.to_dict(), "dropout": args.dropout})
+        else:
+            cfg = TransformerConfig(
+                vocab_size=self.tok.vocab_size, d_model=args.d_model, n_heads=args.heads, d_ff=args.d_ff,
+                encoder_layers=args.encoder_layers, decoder_layers=args.decoder_layers, dropout=args.dropout,
+                max_len=args.max_len, norm_first=not args.post_norm, pad_id=self.tok.pad_id,
+            )
         torch.manual_seed(args.seed)  # identical initial weights on every rank
         self.model = Transformer(cfg).to(self.device)
         if start is not None:

@@ -159,3 +159,23 @@ def tiny_digest_before_training(tmp_path: Path) -> str:
     torch.manual_seed(1)  # the trainer's default --seed
     cfg = TransformerConfig(vocab_size=tok.vocab_size, d_model=32, n_heads=4, d_ff=64, encoder_layers=2, decoder_layers=2, dropout=0.0, max_len=256)
     return parameters_digest(Transformer(cfg))
+
+
+def test_training_can_continue_from_a_model_folder_and_scores_its_starting_point_first(tmp_path):
+    splits = write_corpus(tmp_path / "data")
+    start = [sys.executable, "-m", "model.train", "--data", str(splits), "--run-dir", str(tmp_path / "run0"),
+             "--export", str(tmp_path / "weights" / "start"), *TINY_ARGS, "--epochs", "1"]
+    assert run_cli(start, tmp_path).returncode == 0
+    before = load(tmp_path / "weights" / "start")
+    # Architecture flags that disagree with the folder's are overridden by it; the tokenizer is the folder's.
+    more = [sys.executable, "-m", "model.train", "--data", str(splits), "--run-dir", str(tmp_path / "run1"),
+            "--export", str(tmp_path / "weights" / "more"), "--init-from", str(tmp_path / "weights" / "start"),
+            "--d-model", "64", "--dropout", "0", "--batch-tokens", "200", "--threads", "1", "--max-steps", "2", "--lr", "1e-4"]
+    done = run_cli(more, tmp_path)
+    assert done.returncode == 0, done.stderr
+    history = json.loads((tmp_path / "run1" / "history.json").read_text())
+    assert history[0]["step"] == 0  # the starting model's dev score, what the run has to beat
+    assert history[0]["dev_bleu_es_en"] == before.card["training"]["best_dev"]["dev_bleu_es_en"]
+    after = load(tmp_path / "weights" / "more")
+    assert after.config == before.config
+    assert not (tmp_path / "run1" / "tokenizer.json").exists()
