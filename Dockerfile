@@ -48,6 +48,7 @@ RUN groupadd --system --gid 10001 app \
 COPY --from=build /opt/venv /opt/venv
 WORKDIR /app
 COPY weights ./weights
+COPY glossaries ./glossaries
 # Every setting of app/settings.py can be given with `-e NAME=value` or an env file; these are the defaults.
 ENV PATH=/opt/venv/bin:${PATH} \
     PYTHONUNBUFFERED=1 \
@@ -55,6 +56,7 @@ ENV PATH=/opt/venv/bin:${PATH} \
     HOST=0.0.0.0 \
     PORT=8000 \
     WEIGHTS_DIR=/app/weights \
+    GLOSSARIES_DIR=/app/glossaries \
     DEVICE=auto \
     DTYPE=auto \
     LOG_LEVEL=info

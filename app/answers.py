@@ -18,11 +18,12 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from model import segment
+from model import align
 from model.decoding import Hypothesis, Step
 
 if TYPE_CHECKING:
-    from app.translator import Job, Layout
+    from app.translator import Job
+    from model.compose import Aligned
 
 EncoderMaps = dict[int, list]  # layer -> [head][query][key] over one source
 
@@ -53,18 +54,17 @@ def translation(job: Job, source_ids: list[int], hyps: list[Hypothesis], encoder
     return answer
 
 
-def joined_translation(job: Job, layout: Layout, pieces: list[dict]) -> dict:
+def joined_translation(job: Job, segments: list[dict], text: str) -> dict:
     """The entry of a text that was split: its segments, and their concatenation at the top level.
 
     Top-level `tokens`, `steps` and `source_tokens` are the segments' in order, and each attention
     map is block-diagonal (each segment's tokens attend only to its own tokens), so every invariant
-    of the contract holds for the whole entry as it does for each segment.
+    of the contract holds for the whole entry as it does for each segment. `text` is the whole
+    translation, rebuilt by the text's plan (model/compose.py).
     """
-    segments = [pieces[i] for i in layout.sources if i is not None]
-    texts = [pieces[i]["text"] if i is not None else "" for i in layout.sources]
     lengths = [len(seg["tokens"]) for seg in segments]
     entry = {
-        "text": segment.join(layout.lead, texts, layout.pieces),
+        "text": text,
         "source_tokens": [t for seg in segments for t in seg["source_tokens"]],
         "tokens": [t for seg in segments for t in seg["tokens"]],
         "score": sum(seg["score"] * n for seg, n in zip(segments, lengths)) / max(sum(lengths), 1),
@@ -74,6 +74,10 @@ def joined_translation(job: Job, layout: Layout, pieces: list[dict]) -> dict:
     }
     if job.output.steps:
         entry["steps"] = [step for seg in segments for step in seg["steps"]]
+    if job.output.alignment:
+        entry["alignment"] = _joined_alignment([seg["alignment"] for seg in segments])
+    if not segments:
+        return entry
     for field, kind, columns in (("attention", "cross", "source_tokens"), ("encoder_attention", "encoder", "source_tokens"),
                                  ("decoder_attention", "decoder", "tokens")):
         if field in segments[0]:
@@ -81,6 +85,27 @@ def joined_translation(job: Job, layout: Layout, pieces: list[dict]) -> dict:
             maps = [seg[field]["weights"] for seg in segments]
             entry[field] = {**_header(job, kind), "weights": _block_diagonal(maps, widths, job)}
     return entry
+
+
+def alignment_answer(aligned: Aligned) -> dict:
+    """`alignment` of one decoded text: the words of the model's input and output, and the links."""
+    return {
+        "source_words": [w.text for w in aligned.source_words],
+        "target_words": [w.text for w in aligned.target_words],
+        "links": [{"target": t, "source": s} for t, s in aligned.links],
+        "rule": align.BEST.describe(),
+    }
+
+
+def _joined_alignment(parts: list[dict]) -> dict:
+    """Segments' alignments as one: words concatenated, link indices shifted past earlier segments'."""
+    joined = {"source_words": [], "target_words": [], "links": [], "rule": align.BEST.describe()}
+    for part in parts:
+        s0, t0 = len(joined["source_words"]), len(joined["target_words"])
+        joined["links"] += [{"target": l["target"] + t0, "source": l["source"] + s0} for l in part["links"]]
+        joined["source_words"] += part["source_words"]
+        joined["target_words"] += part["target_words"]
+    return joined
 
 
 def _block_diagonal(maps: list[list], widths: list[int], job: Job) -> list:

@@ -72,9 +72,6 @@ async def translate(request: Request, translator: TranslatorDep) -> dict:
     of each text is detected (Spanish or English) and reported in `detectedLanguage`; a text already
     in the target language comes back unchanged."""
     body = await _read(request, LibreTranslateRequest)
-    if body.format == "html":
-        raise InputError(("format",), "format html is not supported yet (markup transfer is being built); "
-                         "send format=text")
     return await unless_disconnected(request, _translate(body, translator, request))
 
 
@@ -195,6 +192,6 @@ def _as_translate_request(body: LibreTranslateRequest, texts: list[str], source:
     beam_size = min(max(DEFAULT_BEAM, body.alternatives + 1), translator.settings.max_beam_size)
     decoding = Decoding(strategy="beam", beam_size=beam_size, alternatives=body.alternatives)
     return TranslateRequest(
-        text=texts, source=source, target=body.target, decoding=decoding,
+        text=texts, source=source, target=body.target, decoding=decoding, format=body.format,
         output=Output(steps=False, top_k=0, attention="none"),
     )

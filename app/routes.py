@@ -13,7 +13,9 @@ from fastapi.sse import EventSourceResponse, ServerSentEvent
 from starlette.exceptions import HTTPException
 
 from app.deps import MetricsDep, TranslatorDep, unless_disconnected
-from app.schemas import ErrorMessage, Language, ModelInfo, Status, StreamRequest, TranslateRequest, TranslateResponse
+from app.schemas import (
+    ErrorMessage, GlossaryInfo, Language, ModelInfo, Status, StreamRequest, TranslateRequest, TranslateResponse,
+)
 from app.translator import Job
 
 STATIC_DIR = Path(__file__).parent / "static"
@@ -93,6 +95,12 @@ async def languages(translator: TranslatorDep) -> list[dict]:
             responses=_errors(503))
 async def models(translator: TranslatorDep) -> list[dict]:
     return translator.model_infos()
+
+
+@router.get("/glossaries", response_model=list[GlossaryInfo], summary="Named glossaries", tags=["catalogue"])
+async def glossaries(translator: TranslatorDep) -> list[dict]:
+    """The glossaries loaded from GLOSSARIES_DIR at startup; use one with `glossary_name` on POST /translate."""
+    return translator.glossary_infos()
 
 
 @router.get("/health", response_model=Status, summary="Liveness: the process answers", tags=["operations"])

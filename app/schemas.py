@@ -133,6 +133,12 @@ class Output(BaseModel):
         "Default: the last.", examples=[[-1]],
     )
 
+    alignment: bool = Field(
+        False, description="Add `alignment`: links from the words of the model's output to the words of its "
+        "input, read from the model's own cross-attention (the rule in model/align.py, chosen by measurement).",
+        examples=[False],
+    )
+
     @field_validator("attention_kinds")
     @classmethod
     def _kinds_once(cls, kinds: list[str]) -> list[str]:
@@ -165,6 +171,22 @@ class _TranslateOptions(BaseModel):
     _two_languages = model_validator(mode="after")(two_languages)
 
 
+class GlossaryTerm(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    source: str = Field(min_length=1, max_length=200, description="A term of the source text (whole words, "
+                        "any case).", examples=["Save as"])
+    target: str = Field(min_length=1, max_length=200, description="How the translation must say it.",
+                        examples=["Guardar como"])
+
+    @field_validator("source", "target")
+    @classmethod
+    def _words(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("a glossary term needs at least one non-space character")
+        return value.strip()
+
+
 class TranslateRequest(_TranslateOptions):
     model_config = ConfigDict(
         json_schema_extra={
@@ -182,6 +204,21 @@ class TranslateRequest(_TranslateOptions):
     text: str | list[str] = Field(
         description="A text, or a list of 1 to MAX_ITEMS texts (answered in the same order); each at most "
         "MAX_CHARS characters.", examples=[EXAMPLE_SENTENCE],
+    )
+    format: Literal["text", "html"] = Field(
+        "text", description="`text`: plain text, whose inline tags (`<b>…</b>`), placeholders (`%s`, `{name}`) "
+        "and other protected spans come through in place; `html`: an HTML document or fragment, translated "
+        "block by block with its elements, attributes and comments kept (script, style, code, pre, kbd and "
+        "`translate=\"no\"`/`notranslate` content untouched; title, alt and placeholder translated). "
+        "Malformed HTML is a 422 saying where.", examples=["text"],
+    )
+    glossary: list[GlossaryTerm] | None = Field(
+        None, max_length=500, description="Terms the translation must use: each source term found in the text "
+        "(whole words, any case) comes out as its target term.", examples=[[{"source": "archivo", "target": "file"}]],
+    )
+    glossary_name: str | None = Field(
+        None, description="A named glossary loaded at startup (GET /glossaries lists them) for this direction; "
+        "combined with `glossary`, whose terms win.", examples=[None],
     )
 
     @field_validator("text", mode="before")
@@ -276,6 +313,26 @@ class _Decoded(BaseModel):
         default_factory=list, description="decoding.alternatives runners-up, best first.",
         examples=[[{"text": "The cat is eating fish.", "score": -0.9}]],
     )
+    alignment: Alignment | None = Field(
+        None, description="With output.alignment: word links from the output to the input. A split text has one "
+        "per segment, and at the top level their concatenation (indices count across segments).", examples=[None],
+    )
+
+
+class AlignmentLink(BaseModel):
+    target: int = Field(description="Index in `target_words`.", examples=[0])
+    source: int = Field(description="Index in `source_words`.", examples=[1])
+
+
+class Alignment(BaseModel):
+    source_words: list[str] = Field(description="Words of the model's input (markup and cut spans taken out).",
+                                    examples=[["El", "gato", "come", "pescado"]])
+    target_words: list[str] = Field(description="Words of the model's output, before markup was put back.",
+                                    examples=[["The", "cat", "eats", "fish"]])
+    links: list[AlignmentLink] = Field(description="Each target word's source word.",
+                                       examples=[[{"target": 0, "source": 0}, {"target": 1, "source": 1}]])
+    rule: dict = Field(description="The decoder layer, heads and step the links were read from.",
+                       examples=[{"layer": 1, "heads": "all", "shift": 1}])
 
 
 class DetectedLanguage(BaseModel):
@@ -294,7 +351,7 @@ class Translation(_Decoded):
     )
     warnings: list[str] | None = Field(
         None, description="Present when something about the input deserves a look, e.g. a text that is clearly "
-        "not in the declared source language (translated anyway).", examples=[None],
+        "not in the declared source language (translated anyway), or control characters left out.", examples=[None],
     )
     segments: list[Segment] | None = Field(
         None,
@@ -343,6 +400,13 @@ class ModelInfo(BaseModel):
     metrics: dict = Field(description="Evaluation figures from the model card.", examples=[{"test": {"bleu": 40.1}}])
 
 
+class GlossaryInfo(BaseModel):
+    name: str = Field(description="What `glossary_name` says to use it.", examples=["ui"])
+    source: str = Field(description="Language of its source terms.", examples=["en"])
+    target: str = Field(description="Language of its target terms.", examples=["es"])
+    terms: int = Field(description="Number of terms.", examples=[12])
+
+
 class Status(BaseModel):
     status: str = Field(description="`ok` (alive) or `ready` (models loaded and warmed up).", examples=["ready"])
     models: list[str] = Field(default_factory=list, description="Models being served.", examples=[["tiny"]])
@@ -359,8 +423,8 @@ class LibreTranslateRequest(BaseModel):
     q: str | list[str] = Field(description="A text or a list of texts.", examples=[EXAMPLE_SENTENCE])
     source: str = Field("auto", description=f"{KNOWN}, or `auto` to detect it.", examples=["es"])
     target: str = Field(description="Language to translate into.", examples=["en"])
-    format: Literal["text", "html"] = Field("text", description="`text`; `html` is refused for now with a 400 "
-                                            "saying so.", examples=["text"])
+    format: Literal["text", "html"] = Field("text", description="`text`, or `html` (markup kept, as for "
+                                            "POST /translate with format html).", examples=["text"])
     alternatives: int = Field(0, ge=0, description="Extra translations to return per text.", examples=[0])
     api_key: str | None = Field(None, description="Checked like X-API-Key when API_KEYS is set; otherwise ignored.", examples=[""])
 

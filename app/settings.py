@@ -15,6 +15,8 @@ class Settings(BaseSettings):
     host: str = Field("0.0.0.0", description="Address `python -m app` listens on.")
     port: int = Field(8000, ge=1, le=65535, description="Port `python -m app` listens on.")
     weights_dir: Path = Field(Path("weights"), description="Folder whose every sub-folder is a model to serve.")
+    glossaries_dir: Path = Field(Path("glossaries"), description="Folder of named glossaries, "
+                                 "`<name>.<source>-<target>.tsv` (GET /glossaries lists them).")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: cuda when present, else cpu.")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto", description="auto: float32 (bfloat16 decoded 7-13x slower on an H200, see bench/results/gpu.json)."

@@ -15,7 +15,7 @@ from dataclasses import astuple, dataclass, field, replace
 
 import torch
 
-from app.answers import attention_headers, joined_translation, token_event, translation
+from app.answers import alignment_answer, attention_headers, joined_translation, token_event, translation
 from app.batching import Admission, Batcher, ContinuousBatcher, DecodeThread, QueueFull
 from app.errors import InputError, Unavailable
 from app.metrics import Metrics
@@ -36,7 +36,8 @@ from model.decoding import (
     right_padded,
     special_ids,
 )
-from model import langid, segment
+from model import align, compose, glossary, langid
+from model.markup import MarkupError
 from model.tokenizer import LANGUAGES
 
 log = logging.getLogger("app.translator")
@@ -58,20 +59,22 @@ class Job:
     layers: list[int]  # cross-attention layers to report, non-negative, in the order asked
     auto_length: bool  # max_new_tokens was not given: options hold its upper bound, see _sized
     record: dict = field(default_factory=dict)  # fields for the request's log line
-    # Per input text: how it was split. None = decoded whole (source_ids holds one entry for it).
+    # Per input text: its plan (sentences, markup, protected spans). None = decoded whole as given
+    # (source_ids holds one entry for it).
     layouts: list[Layout | None] = field(default_factory=list)
     # Per input text: fields the answer adds about its language (detected_language, warnings).
     language_notes: list[dict] = field(default_factory=list)
     encoder_layers: list[int] = field(default_factory=list)  # encoder self-attention layers to report
     decoder_layers: list[int] = field(default_factory=list)  # decoder self-attention layers to report
+    align_layer: int | None = None  # cross-attention layer the word alignment is read from, when needed
+    source_texts: list[str] = field(default_factory=list)  # the text each entry of source_ids encodes
 
 
 @dataclass
 class Layout:
-    """A text split into sentences and lines; `sources[i]` indexes job.source_ids, None for a blank line."""
+    """A text's plan; `sources[i]` indexes job.source_ids for plan.units[i], None for a unit with nothing to decode."""
 
-    lead: str
-    pieces: list[segment.Piece]
+    plan: compose.Plan
     sources: list[int | None]
 
 
@@ -89,6 +92,7 @@ class Translator:
     def __init__(self, settings: Settings, metrics: Metrics):
         self.settings, self.metrics = settings, metrics
         self.models: dict[str, LoadedModel] = {}
+        self.glossaries: dict[tuple[str, str, str], glossary.Named] = {}  # (name, source, target) -> terms
         self.problem: str | None = None  # why no model is served, once loading failed
         # One thread: the device runs one batch at a time anyway, and CUDA state stays on one thread.
         self.thread = DecodeThread()
@@ -109,6 +113,7 @@ class Translator:
         s = self.settings
         if s.torch_threads:  # set on the decode thread itself: once a thread exists, its count is its own
             await self.thread.run(torch.set_num_threads, s.torch_threads)
+        self.glossaries = load_glossaries(s.glossaries_dir)
         try:
             self.models = await self.thread.run(load_all, s.weights_dir, s.device, s.dtype, s.quantize)
         except ModelLoadError as e:
@@ -177,10 +182,16 @@ class Translator:
         prefix = self._prefix(loaded, d.prefix, max_new_tokens)
         # A stream answers one token sequence, and a prefix starts one, so only they are not split into sentences.
         split = isinstance(req, TranslateRequest) and not prefix
+        fmt = req.format if isinstance(req, TranslateRequest) else "text"
+        terms = self._terms(req, source) if isinstance(req, TranslateRequest) else []
         source_ids: list[list[int]] = []
-        layouts = [self._encode_text(loaded, text, req.target, _text_loc(texts, i), source_ids, split)
-                   for i, text in enumerate(texts)]
+        model_texts: list[str] = []  # what each entry of source_ids encodes
+        layouts = [self._encode_text(loaded, text, req.target, _text_loc(texts, i), (source_ids, model_texts), split,
+                                     fmt, terms) for i, text in enumerate(texts)]
         cfg = loaded.config
+        needs_links = out.alignment or any(layout and any(u.needs_alignment for u in layout.plan.units)
+                                           for layout in layouts)
+        align_layer = align.BEST.layer % cfg.decoder_layers if needs_links else None
         layers = _attention_layers(out, "cross", out.attention_layers, "attention_layers", cfg.decoder_layers, "decoder")
         encoder_layers = _attention_layers(out, "encoder", out.encoder_attention_layers, "encoder_attention_layers",
                                            cfg.encoder_layers, "encoder")
@@ -193,7 +204,7 @@ class Translator:
             length_penalty=d.length_penalty,
             alternatives=d.alternatives,
             top_k=out.top_k if out.steps else 0,
-            cross_attention_layers=tuple(sorted(layers)),
+            cross_attention_layers=tuple(sorted(set(layers) | ({align_layer} - {None}))),
             self_attention_layers=tuple(sorted(decoder_layers)),
             prefix=prefix,
         )
@@ -203,7 +214,24 @@ class Translator:
                   "tokens_in": sum(map(len, source_ids))}
         notes = [language_notes(text, req.source, source) for text in texts]
         return Job(loaded, source_ids, options, out, layers, d.max_new_tokens is None, record, layouts, notes,
-                   encoder_layers, decoder_layers)
+                   encoder_layers, decoder_layers, align_layer, model_texts)
+
+    def _terms(self, req: TranslateRequest, source: str) -> list[glossary.Term]:
+        """The request's glossary: the named one's terms, then its own (which win on the same source term)."""
+        terms: dict[str, glossary.Term] = {}
+        if req.glossary_name is not None:
+            named = self.glossaries.get((req.glossary_name, source, req.target))
+            if named is None:
+                names = sorted({f"{n} ({s}-{t})" for n, s, t in self.glossaries}) or ["none"]
+                raise InputError(("glossary_name",), f"no glossary {req.glossary_name!r} for {source}-{req.target}; "
+                                 f"loaded: {', '.join(names)} (GET /glossaries)", "value_error")
+            terms.update((t.source.lower(), t) for t in named.terms)
+        terms.update((t.source.lower(), glossary.Term(t.source, t.target)) for t in req.glossary or [])
+        return list(terms.values())
+
+    def glossary_infos(self) -> list[dict]:
+        return [{"name": g.name, "source": g.source, "target": g.target, "terms": len(g.terms)}
+                for g in self.glossaries.values()]
 
     def _prefix(self, loaded: LoadedModel, text: str | None, max_new_tokens: int) -> tuple[int, ...]:
         """The ids decoding is forced through: the prefix's tokens, without the </s> that would end it."""
@@ -232,24 +260,34 @@ class Translator:
                 return loaded
         raise InputError(("target",), f"no loaded model translates {source} to {req.target}", "value_error")
 
-    def _encode_text(self, loaded: LoadedModel, text: str, target: str, loc: tuple, sources: list[list[int]],
-                     split: bool) -> Layout | None:
+    def _encode_text(self, loaded: LoadedModel, text: str, target: str, loc: tuple,
+                     sources: tuple[list[list[int]], list[str]], split: bool, fmt: str,
+                     terms: list[glossary.Term]) -> Layout | None:
         """Append the text's encoded sources to `sources`: the whole text, or one per sentence or line.
 
         The model learned from sentences and short paragraphs; a page of text decoded as one sequence
         drifts and loops, so a text with several sentences is decoded piece by piece, in one batch.
+        Markup and protected spans are taken out first (model/compose.py), and put back after.
         """
         _at_most(len(text), self.settings.max_chars, "MAX_CHARS", loc, "length in characters")
-        lead, pieces = segment.split(text) if split else ("", [])
-        if len(pieces) < 2:
-            sources.append(self._encode(loaded, text, target, loc))
+        try:
+            plan = compose.plan(text, fmt, terms, _rare_word(loaded), split)
+        except MarkupError as e:
+            raise InputError(loc, f"malformed HTML: {e}", "value_error") from None
+        ids, model_texts = sources
+        unit = plan.units[0]
+        # A stream or prefix must decode something; otherwise a text with nothing to translate is not decoded.
+        if (not split and unit.empty) or (not plan.split and not unit.needs_alignment and unit.source == text):
+            ids.append(self._encode(loaded, text, target, loc))  # nothing to take out: decoded as given
+            model_texts.append(text)
             return None
         indices: list[int | None] = []
-        for piece in pieces:
-            if piece.text:
-                sources.append(self._encode(loaded, piece.text, target, loc))
-            indices.append(len(sources) - 1 if piece.text else None)
-        return Layout(lead, pieces, indices)
+        for unit in plan.units:
+            if not unit.empty:
+                ids.append(self._encode(loaded, unit.source, target, loc))
+                model_texts.append(unit.source)
+            indices.append(None if unit.empty else len(ids) - 1)
+        return Layout(plan, indices)
 
     def _encode(self, loaded: LoadedModel, text: str, target: str, loc: tuple) -> list[int]:
         ids = loaded.tokenizer.encode_source(text, target)
@@ -285,16 +323,57 @@ class Translator:
             raise self._queue_full() from None
         self._count([hyps[0] for hyps in results], job)
         encoder = await self._encoder_attention(job)
+        return {"model": job.loaded.name, "translations": self._answers(job, results, encoder)}
+
+    def _answers(self, job: Job, results: list[list[Hypothesis]], encoder: list) -> list[dict]:
+        """One entry per input text, from the hypotheses of each decoded source."""
         pieces = [translation(job, ids, hyps, maps) for ids, hyps, maps in zip(job.source_ids, results, encoder)]
+        links = [self._aligned(job, text, hyps[0]) if job.align_layer is not None else None
+                 for text, hyps in zip(job.source_texts, results)]
         answers, next_piece = [], 0
         for layout in job.layouts:
             if layout is None:
-                answers.append(pieces[next_piece])
+                answer = pieces[next_piece]
+                if job.output.alignment:
+                    answer["alignment"] = alignment_answer(links[next_piece])
+                answers.append(answer)
                 next_piece += 1
             else:
-                answers.append(joined_translation(job, layout, pieces))
+                answers.append(self._composed(job, layout, pieces, links))
                 next_piece += sum(i is not None for i in layout.sources)
-        return {"model": job.loaded.name, "translations": [a | n for a, n in zip(answers, job.language_notes)]}
+        return [_with_notes(a, n) for a, n in zip(answers, job.language_notes)]
+
+    def _aligned(self, job: Job, source_text: str, best: Hypothesis) -> compose.Aligned:
+        """The model's input and output words for one source, and the links between them."""
+        tok = job.loaded.tokenizer
+        text, target_words = align.target_words(tok, best.ids)
+        source_words = align.source_words(tok, source_text)
+        rows = {job.align_layer: [step.cross_attention[job.align_layer] for step in best.steps]}
+        links = align.align(rows, job.loaded.config.decoder_layers, source_words, target_words)
+        return compose.Aligned(text, source_words, target_words, links)
+
+    def _composed(self, job: Job, layout: Layout, pieces: list[dict], links: list) -> dict:
+        """A planned text's entry: each unit finished (markup, terms, protected spans back), then rebuilt."""
+        empty = compose.Aligned("", [], [], [])
+        outputs, dropped = [], []
+        for unit, index in zip(layout.plan.units, layout.sources):
+            decoded = empty if index is None else links[index] or compose.Aligned(pieces[index]["text"], [], [], [])
+            outputs.append(compose.finish(unit, decoded))
+            dropped.extend(unit.dropped)
+            if index is not None:
+                pieces[index]["text"] = outputs[-1]
+                if job.output.alignment:
+                    pieces[index]["alignment"] = alignment_answer(links[index])
+        text = layout.plan.rebuild(outputs)
+        decoded = [i for i in layout.sources if i is not None]
+        if layout.plan.split or not decoded:
+            entry = joined_translation(job, [pieces[i] for i in decoded], text)
+        else:
+            entry = pieces[decoded[0]] | {"text": text}
+        if dropped:
+            names = ", ".join(sorted({f"U+{ord(c):04X}" for c in "".join(dropped)}))
+            entry["warnings"] = [f"control or invisible formatting characters were left out: {names}"]
+        return entry
 
     async def _encoder_attention(self, job: Job) -> list[dict | None]:
         """Per source, the encoder self-attention maps asked for (one more encoder pass on the decode thread)."""
@@ -384,9 +463,8 @@ class Translator:
             yield "error", {"detail": e.detail}
             return
         self._count([hyps[0]], job)
-        (encoder,) = await self._encoder_attention(job)
-        yield "done", {"model": job.loaded.name,
-                       "translations": [translation(job, job.source_ids[0], hyps, encoder) | job.language_notes[0]]}
+        encoder = await self._encoder_attention(job)
+        yield "done", {"model": job.loaded.name, "translations": self._answers(job, [hyps], encoder)}
 
     async def _greedy_steps(self, job: Job) -> AsyncIterator[Step]:
         loop = asyncio.get_running_loop()
@@ -397,6 +475,31 @@ class Translator:
             if loop.time() > deadline:
                 raise self._timed_out()
             yield await self.thread.run(search.step)
+
+
+def load_glossaries(folder) -> dict:
+    """The named glossaries of GLOSSARIES_DIR; a bad file is logged, and then none is served (the log says which)."""
+    if not folder.is_dir():
+        return {}
+    try:
+        return glossary.load_folder(folder)
+    except glossary.GlossaryError as e:
+        log.error("no named glossaries are served: %s", e)
+        return {}
+
+
+def _with_notes(answer: dict, notes: dict) -> dict:
+    """The answer with its language notes; warnings from both are kept."""
+    merged = answer | notes
+    if "warnings" in answer and "warnings" in notes:
+        merged["warnings"] = notes["warnings"] + answer["warnings"]
+    return merged
+
+
+def _rare_word(loaded: LoadedModel):
+    """A word the tokenizer cuts into pieces: one the model saw too rarely to know (protect.py, names)."""
+    encode = loaded.tokenizer.tok.encode
+    return lambda word: len(encode(word, add_special_tokens=False).ids) > 1
 
 
 def resolve_source(declared: str, target: str) -> str:

@@ -36,7 +36,7 @@ def _word_before(text: str, end: int) -> str:
     return match.group(1) if match else ""
 
 
-def _is_abbreviation(word: str) -> bool:
+def is_abbreviation(word: str) -> bool:
     stem = word.rstrip(".").lower()
     if not stem:
         return False
@@ -62,7 +62,7 @@ def _split_line(line: str) -> list[Piece]:
         if gap == 0:
             continue  # "3.14", "e.g.x", "¿Sí?" at the very end: not a boundary inside the line
         terminator = match.group(0)
-        if terminator.startswith(".") and not terminator.startswith("...") and _is_abbreviation(_word_before(line, match.start()) + "."):
+        if terminator.startswith(".") and not terminator.startswith("...") and is_abbreviation(_word_before(line, match.start()) + "."):
             continue
         if not _starts_sentence(line[end + gap :]):
             continue

@@ -1,0 +1,134 @@
+"""HTML, inline tags, protected spans, glossaries and alignment through the real app and a tiny model.
+
+What these check holds whatever the model writes: the answer's elements are the source's, the
+protected spans and glossary terms are in it, control characters are not, links point at words.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from model import align
+from model.markup import parse_html
+from tests.app_fixtures import (  # noqa: F401 (fixtures)
+    anyio_backend,
+    one_torch_thread,
+    serving,
+    tiny_weights,
+)
+from tests.test_compose import tags
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture(scope="module")
+async def client(tiny_weights, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("glossaries")
+    (folder / "zoo.es-en.tsv").write_text("# animals\ngato\tfeline\nperro\tcanine\n", encoding="utf-8")
+    async with serving(tiny_weights, glossaries_dir=folder) as client:
+        yield client
+
+
+async def translate(client, text, expect=200, **extra):
+    body = {"text": text, "source": "es", "target": "en", "output": {"steps": False, "attention": "none"}} | extra
+    response = await client.post("/translate", json=body)
+    assert response.status_code == expect, response.text
+    return response.json() if expect != 200 else response.json()["translations"]
+
+
+HTML = ('<div class="doc"><h1 title="El gato">El gato</h1>\n<p>El <b>gato <i>negro</i></b> come '
+        '<a href="/p?x=1&amp;y=2">pescado</a>. <code>rm -rf</code> El perro <em>duerme</em>.</p>'
+        '<p translate="no">El gato come pescado.</p><img src="a.png" alt="Un perro"><!-- fin --></div>')
+
+
+async def test_html_answers_are_well_formed_with_exactly_the_source_elements(client):
+    [entry] = await translate(client, HTML, format="html")
+    out = entry["text"]
+    assert sorted(tags(out)) == sorted(tags(HTML))
+    parse_html(out)  # well formed: raises otherwise
+    for kept in ('<code>rm -rf</code>', '<p translate="no">El gato come pescado.</p>', '<!-- fin -->',
+                 'href="/p?x=1&amp;y=2"', 'src="a.png"'):
+        assert kept in out
+    assert 'title="El gato"' not in out and 'alt="Un perro"' not in out  # translated attributes
+    assert entry["segments"] and all(seg["tokens"][-1] == "</s>" for seg in entry["segments"])
+
+
+async def test_malformed_html_is_a_422_that_says_where(client):
+    body = await translate(client, "<p>El gato\n<b>come</p>", 422, format="html")
+    assert "line 2, column 8: </p> ends while <b> opened at line 2, column 1 is still open" in body["detail"][0]["msg"]
+
+
+async def test_inline_tags_and_placeholders_in_a_plain_text_come_through(client):
+    text = "El <b>gato</b> come %s en {folder} con ${user} &amp; 👩‍👩‍👧‍👦 ☕️."
+    [entry] = await translate(client, text)
+    out = entry["text"]
+    for kept in ("%s", "{folder}", "${user}", "&amp;", "👩‍👩‍👧‍👦", "☕️"):
+        assert out.count(kept) == 1, (kept, out)
+    assert out.count("<b>") == out.count("</b>") == 1 and out.index("<b>") < out.index("</b>")
+    assert "{folder}" not in "".join(entry["tokens"])  # cut out of the model's input, put back after
+
+
+async def test_control_characters_never_reach_the_model_and_are_reported(client):
+    [entry] = await translate(client, "El gato\x00 come\x07 pescado\u200b.")
+    assert not any(c in entry["text"] for c in "\x00\x07\u200b")
+    assert entry["warnings"] == ["control or invisible formatting characters were left out: U+0000, U+0007, U+200B"]
+
+
+async def test_a_333_sentence_text_is_answered_on_an_idle_server(client):
+    text = "Hola. " * 333
+    assert len(text) <= 2000
+    [entry] = await translate(client, text)
+    assert len(entry["segments"]) == 333
+
+
+async def test_glossary_terms_come_out_as_asked(client):
+    [entry] = await translate(client, "El gato come pescado.", glossary=[{"source": "pescado", "target": "salmon"}])
+    assert entry["text"].lower().count("salmon") == 1
+    [named] = await translate(client, "El perro come carne.", glossary_name="zoo")
+    assert "canine" in named["text"].lower()
+
+
+async def test_named_glossaries_are_listed_and_an_unknown_one_is_a_422(client):
+    response = await client.get("/glossaries")
+    assert response.json() == [{"name": "zoo", "source": "es", "target": "en", "terms": 2}]
+    body = await translate(client, "El gato.", 422, glossary_name="menu")
+    assert "no glossary 'menu' for es-en; loaded: zoo (es-en)" in body["detail"][0]["msg"]
+    body = await translate(client, "El gato.", 422, glossary=[{"source": " ", "target": "x"}])
+    assert "at least one non-space character" in body["detail"][0]["msg"]
+
+
+async def test_alignment_links_the_words_of_the_model_output_to_those_of_its_input(client):
+    [entry] = await translate(client, "El gato come pescado. El perro duerme.", output={"alignment": True})
+    alignment = entry["alignment"]
+    assert alignment["rule"] == align.BEST.describe()
+    assert alignment["source_words"] == ["El", "gato", "come", "pescado", "El", "perro", "duerme"]
+    output_words = [w for seg in entry["segments"] for w in align.WORD.findall(seg["text"])]
+    assert alignment["target_words"] == output_words
+    # One link per target word, within each segment's own words.
+    assert [link["target"] for link in alignment["links"]] == list(range(len(output_words)))
+    first = len(align.WORD.findall(entry["segments"][0]["text"]))
+    for link in alignment["links"]:
+        assert (link["target"] < first) == (link["source"] < 4)
+
+
+async def test_libretranslate_html_keeps_the_markup(client):
+    response = await client.post("/compat/libretranslate/translate", json={"q": "<p>El <b>gato</b> come.</p>", "source": "es",
+                                                               "target": "en", "format": "html"})
+    assert response.status_code == 200
+    out = response.json()["translatedText"]
+    assert tags(out) == ["p", "b", "/b", "/p"]
+
+
+async def test_a_text_with_nothing_to_translate_comes_back_as_it_was(client):
+    [entry] = await translate(client, " ☕️ 👍 ")
+    assert entry["text"] == " ☕️ 👍 " and entry["tokens"] == [] and entry["segments"] == []
+
+
+async def test_the_stream_puts_protected_spans_back_in_its_final_answer(client):
+    from tests.app_fixtures import parse_sse
+
+    response = await client.post("/translate/stream", json={"text": "El gato come %s.", "source": "es", "target": "en"})
+    events = parse_sse(response.text)
+    [done] = [data for event, data in events if event == "done"]
+    assert done["translations"][0]["text"].count("%s") == 1
+    assert "%s" not in "".join(data["token"] for event, data in events if event == "token")
