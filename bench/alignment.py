@@ -374,7 +374,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def test_rows(path: str, per_domain: int):
+def held_out_rows(path, per_domain: int):
     """The first `per_domain` pairs of each domain in file order with 3-40 words a side, NFC as the tokenizer sees them."""
     kept, seen = [], {}
     for r in read_split(path):
@@ -389,7 +389,7 @@ def test_rows(path: str, per_domain: int):
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     started = time.perf_counter()
-    rows, per_domain = test_rows(args.split, args.per_domain)
+    rows, per_domain = held_out_rows(args.split, args.per_domain)
     english, en_partial = english_candidates([r.en for r in rows])
     spanish, es_partial = spanish_lemmas([r.es for r in rows])
     silver = [one_to_one(e, s) for e, s in zip(english, spanish)]

@@ -131,14 +131,19 @@ def make_unit(inline: Inline, terms: list[Term], is_rare: Rare, escape: bool) ->
     removed = [s for s in spans if s.treatment in (protect.CUT, protect.DROP)]
     for span in removed:
         if span.treatment == protect.CUT:
-            atom = Atom(piece[span.start:span.end], span.start, markup._space(piece, span.start - 1),
-                        markup._space(piece, span.end), text=True)
+            # Separate from its neighbours unless glued to a word ("50%s", "x@y"): the model may move what stood beside it.
+            atom = Atom(piece[span.start:span.end], span.start, not _word_char(piece, span.start - 1),
+                        not _word_char(piece, span.end), text=True)
             _innermost(inline.root, span.start, span.end).children.append(atom)
     source, to_model = _without(piece.translate(_HTML_SPACES) if escape else piece, removed)
     copies = [s for s in spans if s.treatment == protect.COPY]
     matches = [m for m in glossary.find(piece, terms) if not any(s.start < m.end and m.start < s.end for s in removed)]
     dropped = [piece[s.start:s.end] for s in removed if s.treatment == protect.DROP]
     return Unit(piece, source, inline, to_model, copies, matches, dropped, escape)
+
+
+def _word_char(text: str, i: int) -> bool:
+    return 0 <= i < len(text) and text[i].isalnum()
 
 
 def _crosses(span: protect.Span, root: Element) -> bool:
@@ -303,25 +308,27 @@ def _element_place(unit: Unit, element: Element, out: Aligned, targets, moved, t
 def _edited(unit: Unit, out: Aligned, targets, orphans: list[Element] = ()) -> tuple[str, Callable[..., int], dict]:
     """The translation with glossary terms, repaired copies and orphaned elements' text written in, a
     map of old offsets to new, and where each orphan's text went (by id)."""
+    # In order of priority, where two would write over the same words: what the user asked for
+    # (glossary terms), then what would otherwise be lost (orphaned elements' text), then repairs.
     edits: list[tuple[int, int, str]] = []  # (start, end, replacement) in out.text
+    for match in unit.terms:
+        if glossary.contains(out.text, match.term.target):
+            continue  # already there: forcing it in again would say it twice
+        edits.append(_edit_for(unit, match.start, match.end, match.term.target, out, targets, rare=False))
     orphan_edits = {}
     for element in orphans:
         source_text = unit.source[unit.to_model[element.start]:unit.to_model[element.end]].strip()
         edit = _edit_for(unit, element.start, element.end, source_text, out, targets, rare=False)
         orphan_edits[edit] = element
         edits.append(edit)
-    for match in unit.terms:
-        if glossary.contains(out.text, match.term.target):
-            continue  # already there: forcing it in again would say it twice
-        edits.append(_edit_for(unit, match.start, match.end, match.term.target, out, targets, rare=False))
     for span in unit.copies:
         original = unit.piece[span.start:span.end]
-        if original in out.text:
-            continue
+        if original in out.text or any(m.start < span.end and span.start < m.end for m in unit.terms):
+            continue  # there already, or a glossary term decides what the word becomes
         edit = _edit_for(unit, span.start, span.end, original, out, targets, rare=span.kind == "name")
         if edit is not None:
             edits.append(edit)
-    edits = _non_overlapping([e for e in edits if e is not None])
+    edits = _non_overlapping(edits)
     text, cursor, parts = out.text, 0, []
     for start, end, replacement in edits:
         parts.append(text[cursor:start] + replacement)
@@ -369,11 +376,21 @@ def _edit_for(unit: Unit, start: int, end: int, replacement: str, out: Aligned, 
 
 
 def _non_overlapping(edits: list[tuple[int, int, str]]) -> list[tuple[int, int, str]]:
+    """The edits, first ones first, without any that overlaps one kept before it; sorted by position."""
     kept: list[tuple[int, int, str]] = []
-    for edit in sorted(edits, key=lambda e: (e[0], e[1])):
-        if not kept or edit[0] >= kept[-1][1]:
+    for edit in edits:
+        if not any(_overlap(edit, k) for k in kept):
             kept.append(edit)
-    return kept
+    return sorted(kept, key=lambda e: (e[0], e[1]))
+
+
+def _overlap(a: tuple[int, int, str], b: tuple[int, int, str]) -> bool:
+    """Do two edits touch the same characters? An insertion conflicts only with a span it falls inside."""
+    if a[0] == a[1]:
+        return b[0] < a[0] < b[1]
+    if b[0] == b[1]:
+        return a[0] < b[0] < a[1]
+    return a[0] < b[1] and b[0] < a[1]
 
 
 # --- HTML documents -----------------------------------------------------------------------------

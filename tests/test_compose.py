@@ -197,3 +197,25 @@ def test_a_term_already_there_is_not_forced_in_twice():
 def test_a_term_that_starts_the_sentence_is_capitalised():
     unit = compose.plan("File saved.", "text", [Term("file", "fichero")]).units[0]
     assert compose.finish(unit, aligned(unit, "Archivo guardado.")) == "Fichero guardado."
+
+
+def test_a_glossary_term_wins_over_the_copy_of_a_rare_name():
+    terms, rare = [Term("Producción", "Production")], {"Producción"}.__contains__
+    unit = compose.plan("Superávit: Alimento, Producción, Comercio", "text", terms, rare).units[0]
+    # The model already wrote the term: the name copy must not write the Spanish word back over it.
+    out = compose.finish(unit, aligned(unit, "Surplus: Food, Production, Trade", multi_token={2}))
+    assert out == "Surplus: Food, Production, Trade"
+
+
+def test_a_glossary_edit_is_kept_where_a_repair_would_overlap_it():
+    unit = compose.plan("Está muerto, Linarian.", "text", [Term("muerto", "dead")], {"Linarian"}.__contains__).units[0]
+    # Both the term and the mangled name are linked to the same target word.
+    out = compose.finish(unit, aligned(unit, "He is Linaria.", [(0, 0), (1, 0), (2, 1)], multi_token={2}))
+    assert "dead" in out
+
+
+def test_a_cut_span_next_to_moved_punctuation_stays_apart_from_words():
+    unit = compose.plan('"/etc/shadow" contiene lo siguiente.', "text").units[0]
+    assert unit.source == '" " contiene lo siguiente.'
+    out = compose.finish(unit, aligned(unit, '«» contains the following.', [(0, 0), (1, 1), (2, 2)]))
+    assert "/etc/shadow contains" in out
