@@ -111,7 +111,9 @@ class RowLengths:
         rows_of: dict[int, list[int]] = {}
         for row, length in enumerate(lengths):
             rows_of.setdefault(length, []).append(row)
-        self.groups = [(length, torch.tensor(rows, device=device)) for length, rows in sorted(rows_of.items())]
+        # Index None: the group is every row in order (always so at batch 1), read without a gather.
+        self.groups = [(length, None if len(rows_of) == 1 else torch.tensor(rows, device=device))
+                       for length, rows in sorted(rows_of.items())]
         self.cut_queries = cut_queries
 
     @classmethod
@@ -169,8 +171,15 @@ class ScaledDotProductAttention(nn.Module):
         weights = q.new_zeros(*q.shape[:3], k.size(2)) if need_weights else None  # (B, H, Tq, Tk)
         for length, index in rows.groups:
             tq = length if rows.cut_queries else q.size(2)
-            qg, kg, vg = (t[index, :, :n].contiguous() for t, n in ((q, tq), (k, length), (v, length)))
+            # The same contiguous (b, H, n, E) operands whether gathered or sliced: the same kernels, the same bits.
+            rows_of = (lambda t, n: t[:, :, :n].contiguous()) if index is None else (lambda t, n: t[index, :, :n].contiguous())
+            qg, kg, vg = rows_of(q, tq), rows_of(k, length), rows_of(v, length)
             w = (qg @ kg.transpose(-2, -1) / math.sqrt(q.size(-1))).softmax(dim=-1)  # (b, H, tq, length)
+            if index is None:
+                out[:, :, :tq] = w @ vg
+                if weights is not None:
+                    weights[:, :, :tq, :length] = w
+                continue
             out[index, :, :tq] = w @ vg
             if weights is not None:
                 weights[index, :, :tq, :length] = w
@@ -470,12 +479,19 @@ class Transformer(nn.Module):
         out = self.decoder(y, memory, self_mask, src_mask, cache, self_layers, cross_layers, rows)
         return self.projection(out.hidden), out
 
-    @staticmethod
-    def _step_rows(batch: int, offset, src_mask: torch.Tensor, cache_mask: torch.Tensor | None) -> tuple[RowLengths, RowLengths]:
-        """Self- and cross-attention row lengths of one cached step: the history after this step's key, and the source."""
+    def _step_rows(self, batch: int, offset, src_mask: torch.Tensor, cache_mask: torch.Tensor | None) -> tuple[RowLengths, RowLengths]:
+        """Self- and cross-attention row lengths of one cached step: the history after this step's key, and the source.
+
+        The source's lengths are kept while the same mask comes back (every step of one decoding
+        run): reading them costs a device sync and Python work that a step should not repeat.
+        """
         history = (RowLengths.of_mask(cache_mask) if cache_mask is not None
                    else RowLengths.full(batch, int(offset) + 1, src_mask.device))
-        return history, RowLengths.of_mask(src_mask)
+        mask, cross = getattr(self, "_source_rows", (None, None))
+        if mask is not src_mask:
+            cross = RowLengths.of_mask(src_mask)
+            self._source_rows = (src_mask, cross)  # the mask itself is held, so its identity cannot be reused
+        return history, cross
 
     def forward(self, src: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
         """Teacher-forced logits (B, T, V) for training."""
