@@ -32,6 +32,7 @@ from app.schemas import (
 )
 from app.translator import Translator
 from model.langid import rank_languages
+from model.markup import text_of
 from model.tokenizer import LANGUAGES
 
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
@@ -154,7 +155,8 @@ async def _parameters(request: Request) -> tuple[dict, bool]:
 
 async def _translate(body: LibreTranslateRequest, translator: Translator, request: Request) -> dict:
     texts = [body.q] if isinstance(body.q, str) else body.q
-    detected = [_detect(text, body.target) for text in texts] if body.source == "auto" else None
+    readable = [text_of(text) for text in texts] if body.format == "html" else texts  # tags are not language
+    detected = [_detect(text, body.target) for text in readable] if body.source == "auto" else None
     sources = [language for language, _ in detected] if detected else [body.source] * len(texts)
     translated, alternatives = list(texts), [[] for _ in texts]
     for source in sorted(set(sources) - {body.target}):  # texts already in the target stay as they are

@@ -36,7 +36,7 @@ from model.decoding import (
     right_padded,
     special_ids,
 )
-from model import align, compose, glossary, langid
+from model import align, compose, glossary, langid, markup
 from model.markup import MarkupError
 from model.tokenizer import LANGUAGES
 
@@ -212,7 +212,7 @@ class Translator:
             raise self._queue_full()
         record = {"model": loaded.name, "direction": f"{source}-{req.target}", "items": len(texts),
                   "tokens_in": sum(map(len, source_ids))}
-        notes = [language_notes(text, req.source, source) for text in texts]
+        notes = [language_notes(markup.text_of(text) if fmt == "html" else text, req.source, source) for text in texts]
         return Job(loaded, source_ids, options, out, layers, d.max_new_tokens is None, record, layouts, notes,
                    encoder_layers, decoder_layers, align_layer, model_texts)
 

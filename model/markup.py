@@ -310,6 +310,12 @@ def _ends_with_space(chunks: list[str]) -> bool:
     return bool(text) and text[-1].isspace()
 
 
+def text_of(document: str) -> str:
+    """A document's text without its tags, entities decoded: what language identification should read
+    (tag and attribute names are English whatever the page's language). Never raises."""
+    return html.unescape(re.sub(r"<!--.*?-->|<[^>]*>", " ", document, flags=re.S))
+
+
 # --- writing back ------------------------------------------------------------------------------
 
 

@@ -132,3 +132,15 @@ async def test_the_stream_puts_protected_spans_back_in_its_final_answer(client):
     [done] = [data for event, data in events if event == "done"]
     assert done["translations"][0]["text"].count("%s") == 1
     assert "%s" not in "".join(data["token"] for event, data in events if event == "token")
+
+
+# Tag and attribute names are English whatever the page's language; py3langid reads this markup as English (94.6).
+SPANISH_PAGE = '<div class="warning note"><a href="/help/the/user/manual" title="Open the user manual">Abre el manual</a></div>'
+
+
+async def test_the_language_of_an_html_text_is_read_from_its_text_not_its_tags(client):
+    [entry] = await translate(client, SPANISH_PAGE, format="html", source="auto")
+    assert entry["detected_language"]["language"] == "es" and "warnings" not in entry
+    response = await client.post("/compat/libretranslate/translate", json={"q": SPANISH_PAGE, "source": "auto",
+                                                                           "target": "en", "format": "html"})
+    assert response.json()["detectedLanguage"]["language"] == "es"
