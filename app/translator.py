@@ -183,6 +183,9 @@ class Translator:
         # A stream answers one token sequence, and a prefix starts one, so only they are not split into sentences.
         split = isinstance(req, TranslateRequest) and not prefix
         fmt = req.format if isinstance(req, TranslateRequest) else "text"
+        if prefix and fmt == "html":  # a document is many sentences; a prefix starts one
+            raise InputError(("decoding", "prefix"), "a prefix starts one plain text; it cannot be used with format html",
+                             "value_error")
         terms = self._terms(req, source) if isinstance(req, TranslateRequest) else []
         source_ids: list[list[int]] = []
         model_texts: list[str] = []  # what each entry of source_ids encodes

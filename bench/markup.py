@@ -29,7 +29,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -38,7 +38,7 @@ from sacrebleu.metrics import CHRF
 from bench.common import ROOT, cpu_info, write_result
 from model.corpus import documents
 from model.data import read_split
-from model.markup import INLINE_TAGS, UNTRANSLATED_TAGS, VOID_TAGS, MarkupError, Node, parse_html
+from model.markup import INLINE_TAGS, VOID_TAGS, MarkupError, Node, parse_html
 
 KEPT_KINDS = {"p", "li", "td", "dt"}
 MAX_CHARS = 1500

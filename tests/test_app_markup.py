@@ -144,3 +144,8 @@ async def test_the_language_of_an_html_text_is_read_from_its_text_not_its_tags(c
     response = await client.post("/compat/libretranslate/translate", json={"q": SPANISH_PAGE, "source": "auto",
                                                                            "target": "en", "format": "html"})
     assert response.json()["detectedLanguage"]["language"] == "es"
+
+
+async def test_a_prefix_cannot_start_an_html_document(client):
+    body = await translate(client, "<p>El gato.</p>", 422, format="html", decoding={"prefix": "The"})
+    assert "cannot be used with format html" in body["detail"][0]["msg"]
