@@ -72,7 +72,7 @@ def plan(text: str, fmt: str, terms: list[Term] = (), is_rare: Rare = lambda wor
 
 def _sentences(inline: Inline, terms: list[Term], is_rare: Rare, escape: bool) -> tuple[str, list[Unit], list[str]]:
     """(lead, units, separators): the run cut into sentences, never inside an element."""
-    view = inline.plain.replace("\n", " ").replace("\r", " ").replace("\t", " ") if escape else inline.plain
+    view = inline.plain.translate(_HTML_SPACES) if escape else inline.plain  # HTML line breaks are spaces
     lead, pieces = segment.split(view)
     bounds = _merged(pieces, len(lead), list(inline.root.elements()))
     units, afters = [], []
