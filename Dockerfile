@@ -40,6 +40,12 @@ COPY model ./model
 COPY bench ./bench
 RUN pip install --no-deps . \
  && python -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)"
+# The CPU engine (model/engine.c) is compiled here, so the runtime image needs no compiler; at run
+# time it shares PyTorch's own OpenMP library. Without a C compiler the service runs on PyTorch alone.
+# hadolint ignore=DL3008
+RUN (command -v cc >/dev/null || (apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev \
+      && rm -rf /var/lib/apt/lists/*)) \
+ && TRANSLATE_ENGINE_CACHE="$VIRTUAL_ENV/lib/engine" python -m model.engine
 
 FROM ${PYTHON_IMAGE} AS runtime
 # A fixed numeric uid, so that Kubernetes' runAsNonRoot can verify it (deploy/kubernetes uses 10001 too).
@@ -55,6 +61,7 @@ ENV PATH=/opt/venv/bin:${PATH} \
     PYTHONDONTWRITEBYTECODE=1 \
     HOST=0.0.0.0 \
     PORT=8000 \
+    TRANSLATE_ENGINE_CACHE=/opt/venv/lib/engine \
     WEIGHTS_DIR=/app/weights \
     GLOSSARIES_DIR=/app/glossaries \
     DEVICE=auto \

@@ -9,6 +9,7 @@ import torch
 
 from model.checkpoint import CONFIG, LoadedModel, ModelLoadError, load
 from model.decoding import DecodeOptions, decode, special_ids
+from model.engine import attach, why_unavailable
 from model.quantize import quantize_int8
 
 log = logging.getLogger("app.registry")
@@ -48,7 +49,8 @@ def model_folders(weights_dir: Path) -> list[Path]:
     return sorted(p for p in weights_dir.iterdir() if (p / CONFIG).is_file())
 
 
-def load_all(weights_dir: Path, device_setting: str, dtype_setting: str, quantize_setting: str = "none") -> dict[str, LoadedModel]:
+def load_all(weights_dir: Path, device_setting: str, dtype_setting: str, quantize_setting: str = "none",
+             engine_setting: str = "auto") -> dict[str, LoadedModel]:
     """Every model folder under `weights_dir`, loaded and warmed up; ModelLoadError names the culprit."""
     if not weights_dir.is_dir():
         raise ModelLoadError(f"{weights_dir}: the weights folder (WEIGHTS_DIR) does not exist")
@@ -61,15 +63,20 @@ def load_all(weights_dir: Path, device_setting: str, dtype_setting: str, quantiz
     models: dict[str, LoadedModel] = {}
     for folder in folders:
         loaded = load(folder, device, dtype)
+        use_engine = engine_setting == "auto" and dtype == torch.float32
         if quantization == "int8":
-            loaded.model, loaded.quantization = quantize_int8(loaded.model), "int8"
+            loaded.model, loaded.quantization = quantize_int8(loaded.model, engine=use_engine), "int8"
+        elif use_engine:
+            attach(loaded.model, int8=False)
+        if use_engine and loaded.model.engine is None:
+            log.warning("%s runs on PyTorch alone: %s", loaded.name, why_unavailable() or "the engine cannot run it")
         if loaded.name in models:
             raise ModelLoadError(f"{folder}: a model named {loaded.name!r} is already loaded from "
                                  f"{models[loaded.name].path}")
         warm_up(loaded)
         models[loaded.name] = loaded
-        log.info("loaded %s from %s on %s as %s (quantization: %s)", loaded.name, folder, device,
-                 str(dtype).removeprefix("torch."), loaded.quantization)
+        log.info("loaded %s from %s on %s as %s (quantization: %s, engine: %s)", loaded.name, folder, device,
+                 str(dtype).removeprefix("torch."), loaded.quantization, "c" if loaded.model.engine else "torch")
     return models
 
 

@@ -394,6 +394,10 @@ class ModelInfo(BaseModel):
     quantization: Literal["none", "int8"] = Field(
         description="`int8`: linear layers hold int8 weights (the QUANTIZE setting).", examples=["int8"]
     )
+    engine: Literal["c", "torch"] = Field(
+        description="`c`: encoder passes and decoder steps run on model/engine.c; `torch`: on PyTorch alone "
+        "(the ENGINE setting, or no engine for this CPU).", examples=["c"]
+    )
     weights_sha256: str = Field(description="sha256 of model.safetensors, checked at load.", examples=["39cf9a51…"])
     max_source_tokens: int = Field(description="Longest source accepted, in tokens.", examples=[256])
     config: dict = Field(description="Architecture (layers, heads, sizes).", examples=[{"decoder_layers": 3}])

@@ -26,6 +26,11 @@ class Settings(BaseSettings):
         "translation never depends on what shares its batch (CPU only); about 2x the sentences/s of float32 for "
         "at most 0.4 BLEU (bench/results/quality.json). auto: int8 on CPU, none on CUDA."
     )
+    engine: Literal["auto", "torch"] = Field(
+        "auto", description="auto: on an x86-64 CPU with AVX2 and a C compiler, models run on model/engine.c "
+        "(one C call per encoder pass and per decoder step, 2-3x the sentences/s of PyTorch alone); torch: "
+        "PyTorch only. GET /models says which each model uses."
+    )
     torch_threads: int = Field(
         0, ge=0, description="CPU threads torch may use; 0 keeps its default (every core it sees, which in a "
         "container can be far more than the container's CPU quota)."

@@ -115,7 +115,7 @@ class Translator:
             await self.thread.run(torch.set_num_threads, s.torch_threads)
         self.glossaries = load_glossaries(s.glossaries_dir)
         try:
-            self.models = await self.thread.run(load_all, s.weights_dir, s.device, s.dtype, s.quantize)
+            self.models = await self.thread.run(load_all, s.weights_dir, s.device, s.dtype, s.quantize, s.engine)
         except ModelLoadError as e:
             self.problem = str(e)
             log.error("serving no model: %s", e)
@@ -158,6 +158,7 @@ class Translator:
                 "device": str(m.device),
                 "dtype": str(m.dtype).removeprefix("torch."),
                 "quantization": m.quantization,
+                "engine": "c" if m.model.engine is not None else "torch",
                 "weights_sha256": m.weights_sha256,
                 "max_source_tokens": self._source_token_limit(m)[0],
                 "config": m.config.to_dict(),

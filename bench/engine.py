@@ -28,9 +28,17 @@ import torch
 from bench.common import cpu_info, write_result
 from model.checkpoint import load
 from model.data import read_split
-from model.decoding import DecodeOptions, SpecialIds, decode, default_max_new_tokens, right_padded, special_ids
-from model.tokenizer import TranslationTokenizer
+from model.decoding import (
+    DecodeOptions,
+    SpecialIds,
+    decode,
+    default_max_new_tokens,
+    right_padded,
+    special_ids,
+)
+from model.engine import attach
 from model.quantize import quantize_int8
+from model.tokenizer import TranslationTokenizer
 from model.transformer import Transformer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -203,6 +211,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timing-sentences", type=int, default=128, help="Tatoeba sentences per direction for the timings")
     p.add_argument("--threads", type=int, default=2, help="torch threads = CTranslate2 intra_threads")
     p.add_argument("--repeats", type=int, default=3, help="timed runs per engine and setting; the fastest counts")
+    p.add_argument("--engine", choices=("c", "torch"), default="c",
+                   help="c: our models run on model.engine where it can (as the service does); torch: PyTorch only")
     p.add_argument("--out", type=Path, default=None, help="results folder (default bench/results)")
     return p
 
@@ -216,6 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     loaded = load(args.weights)
     model, tokenizer = loaded.model, loaded.tokenizer
+    engine = args.engine == "c" and attach(model, int8=False)
     special, vocabulary = special_ids(tokenizer), vocabulary_of(tokenizer)
     folder = EXPORTS / f"{loaded.name}-{loaded.weights_sha256[:12]}"
     if not (folder / "model.bin").is_file():
@@ -241,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     timing_ids = tatoeba_sources(tokenizer, args.timing_sentences, args.split)
     timing_tokens = [tokenizer.tokens(s) for s in timing_ids]
     n = len(timing_ids)
-    ours_int8 = quantize_int8(model)
+    ours_int8 = quantize_int8(model, engine=args.engine == "c")
     timings = {}
     for batch_size, strategy in SETTINGS:
         runs = {
@@ -268,6 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "model": loaded.name, "weights_sha256": loaded.weights_sha256, "ctranslate2": ctranslate2.__version__,
         "threads": args.threads, "repeats": args.repeats,
+        "engine": "c" if engine else "torch",
         "cpu": cpu_info(),
         "identical_greedy_share": check["identical_share"], "ratio_batch32_greedy": timings["batch32_greedy"]["ratio_ours_to_ctranslate2_float32"],
         # Our seconds / CTranslate2's at the same precision: the figures the decoding-speed targets are set on.

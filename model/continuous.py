@@ -72,6 +72,9 @@ class RowCache:
     def set_cross(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> None:
         raise AssertionError("cross-attention K/V are set when rows join")  # DecoderLayer never calls it here
 
+    def self_kv(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.k, self.v
+
     # --- rows ----------------------------------------------------------------------------------
 
     def prepare_step(self) -> torch.Tensor:
@@ -145,7 +148,7 @@ class ContinuousGreedy:
         src = right_padded([r.source_ids for r in requests], self.model.cfg.pad_id, self.device)
         longest = src.size(1)
         memory, src_mask = self.model.encode(src)
-        cross = [layer.cross_attn.project_kv(memory) for layer in self.model.decoder.layers]
+        cross = self.model.cross_kv(memory)
         # Old and new rows share one source width; padded positions are masked (-inf) in both.
         width = max(self.source_positions, longest) if self.rows else longest
         self.memory = torch.cat([_pad_dim(self.memory, 1, width), _pad_dim(memory, 1, width)])

@@ -102,6 +102,9 @@ class KVCache:
     def advance(self, steps: int = 1) -> None:
         self.length += steps
 
+    def self_kv(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.k, self.v
+
     def cross(self, layer: int):
         return self._cross[layer]
 

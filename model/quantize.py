@@ -18,6 +18,7 @@ import warnings
 import torch
 from torch import nn
 
+from model.engine import attach
 from model.transformer import Transformer
 
 
@@ -53,12 +54,16 @@ class Int8Linear(nn.Module):
         y = torch.ops.quantized.linear_dynamic(rows, self.inner._packed_params._packed_params, True)
         return y.mul_(scale) if self.bias is None else torch.addcmul(self.bias, y, scale)
 
-def quantize_int8(model: Transformer) -> Transformer:
+def quantize_int8(model: Transformer, engine: bool = True) -> Transformer:
     """A copy of `model` for CPU inference whose linear layers, the projection included, hold int8 weights.
 
     A decoding step of a small batch mostly waits for weights to arrive from memory, so a quarter
     of the bytes makes it several times faster; bench.quality measures what it costs in BLEU. The
     copy is for inference only and cannot be exported or trained.
+
+    With `engine` (and where model.engine can run) the copy's inference calls go to the C engine's
+    int8 kernels, packed from `model`'s float weights; the PyTorch int8 layers below stay as the
+    path for everything else (and for CPUs the engine does not run on).
     """
     quantized = copy.deepcopy(model).eval()
     quantized.row_exact = True  # with row-exact attention too, no number of a row depends on its batch
@@ -68,6 +73,8 @@ def quantize_int8(model: Transformer) -> Transformer:
     projection.weight = quantized.embedding.weight
     quantized.projection = projection
     _swap_linears(quantized)
+    if engine:
+        attach(quantized, int8=True, weights_of=model)
     return quantized
 
 

@@ -55,6 +55,10 @@ class LayerCache(Protocol):
 
     def set_cross(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> None: ...
 
+    def self_kv(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The whole self-attention K/V buffers (layers, B, H, T, E), which `model.engine` writes itself."""
+        ...
+
 
 class TokenEmbedding(nn.Module):
     """Input/output embedding; scaled by sqrt(d_model) so it is not drowned by the positional signal."""
@@ -355,7 +359,7 @@ class Encoder(nn.Module):
 
 @dataclass
 class DecoderOutput:
-    hidden: torch.Tensor  # (B, T, D)
+    hidden: torch.Tensor | None  # (B, T, D); None from the engine, which projects it in C
     self_attention: dict[int, torch.Tensor]  # layer -> (B, H, T, T_total)
     cross_attention: dict[int, torch.Tensor]  # layer -> (B, H, T, S)
 
@@ -428,6 +432,9 @@ class Transformer(nn.Module):
         # Inference only: attention computes every row as if it were alone (RowLengths), so that with
         # row-exact linear layers (model.quantize) a translation never depends on its batch-mates.
         self.row_exact = False
+        # Inference only: a `model.engine.Engine` built from these weights runs `encode` and cached
+        # decoding steps in C (model.engine.attach); None runs everything here.
+        self.engine = None
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -447,6 +454,8 @@ class Transformer(nn.Module):
         self, src: torch.Tensor, layers: frozenset[int] = frozenset()
     ) -> tuple[torch.Tensor, torch.Tensor, dict[int, torch.Tensor]]:
         """`encode`, plus the encoder self-attention weights (B, H, S, S) of `layers`."""
+        if self._engine_runs():
+            return self.engine.encode(src, layers)
         src_mask = padding_mask(src, self.cfg.pad_id).to(self.embedding.weight.dtype)
         rows = RowLengths.of_mask(src_mask, cut_queries=True) if self.row_exact else None
         memory, weights = self.encoder(self.positional(self.embedding(src)), src_mask, rows, layers)
@@ -471,6 +480,8 @@ class Transformer(nn.Module):
         each row's unused cache positions.
         """
         t = tgt.size(1)
+        if cache is not None and t == 1 and self._engine_runs():
+            return self.engine.decode_step(tgt, memory, src_mask, cache, offset, self_layers, cross_layers)
         if cache is not None and t > 1 and (torch.is_tensor(offset) or offset > 0):
             raise ValueError("cached decoding feeds one new position at a time")
         self_mask = causal_mask(t, tgt.device).to(memory.dtype) if t > 1 else cache_mask
@@ -478,6 +489,15 @@ class Transformer(nn.Module):
         y = self.positional(self.embedding(tgt), offset)
         out = self.decoder(y, memory, self_mask, src_mask, cache, self_layers, cross_layers, rows)
         return self.projection(out.hidden), out
+
+    def cross_kv(self, memory: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Per decoder layer, the cross-attention keys and values (B, H, S, E) of `memory`."""
+        if self._engine_runs():
+            return self.engine.cross_kv(memory)
+        return [layer.cross_attn.project_kv(memory) for layer in self.decoder.layers]
+
+    def _engine_runs(self) -> bool:
+        return self.engine is not None and not self.training and not torch.is_grad_enabled()
 
     def _step_rows(self, batch: int, offset, src_mask: torch.Tensor, cache_mask: torch.Tensor | None) -> tuple[RowLengths, RowLengths]:
         """Self- and cross-attention row lengths of one cached step: the history after this step's key, and the source.

@@ -26,8 +26,9 @@ ROOT = Path(__file__).resolve().parents[1]
 K8S = ROOT / "deploy" / "kubernetes"
 
 # Environment variables that are not settings of the app but may be set next to them.
+# TRANSLATE_ENGINE_CACHE: where model/engine.py keeps the compiled engine (the image builds it in).
 NON_APP_VARIABLES = re.compile(r"(PATH|LANG|LC_\w+|PYTHON\w*|PIP_\w+|VIRTUAL_ENV|OMP_NUM_THREADS|MKL_NUM_THREADS"
-                               r"|TORCH_\w+|CUDA_\w+|NVIDIA_\w+|TRANSLATE(_GPU)?_PORT)")
+                               r"|TORCH_\w+|CUDA_\w+|NVIDIA_\w+|TRANSLATE(_GPU)?_PORT|TRANSLATE_ENGINE_CACHE)")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,0 +1,345 @@
+"""A CPU engine for inference: `model/engine.c` runs the encoder and each cached decoder step in one call.
+
+A PyTorch decoding step at the batch sizes a server sees is mostly time between operators: the
+profile of an int8 batch-1 step had 53% of its wall time outside any kernel. The engine packs the
+weights of a trained `Transformer` once, then `Transformer.encode_with_attention` and cached
+`Transformer.decode` calls go to C: the same network, the same per-token logits and attention
+weights, with every row computed on its own (results never depend on the batch).
+
+The C file is compiled on first use with the system's C compiler into a cache folder
+(`TRANSLATE_ENGINE_CACHE`, default ~/.cache/transformer-translate) and loaded with ctypes. Where
+there is no compiler or the CPU lacks AVX2/FMA, `available()` is False and PyTorch runs as before.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+from model.transformer import DecoderOutput, Transformer, padding_mask
+
+SOURCE = Path(__file__).with_name("engine.c")
+# Fixed instruction set, no -march=native and no -ffast-math: every x86-64 CPU with AVX2 runs the
+# same instructions in the same order, so results agree across AVX2-only and AVX-512 machines.
+# -ffp-contract=off: a multiply and an add stay two roundings wherever the compiler inlines them
+# (fused in one tile and not in another, a row's bits depended on its place in the batch).
+FLAGS = ["-O3", "-mavx2", "-mfma", "-ffp-contract=off", "-fopenmp", "-fPIC", "-shared"]
+MAX_LAYERS = 16
+ABI = 2
+c_float_p, c_int8_p, c_int64_p = ctypes.POINTER(ctypes.c_float), ctypes.POINTER(ctypes.c_int8), ctypes.POINTER(ctypes.c_int64)
+
+
+class EngineUnavailable(RuntimeError):
+    """The engine cannot run here (no C compiler, or a CPU without AVX2 and FMA)."""
+
+
+# --- the C structures (model/engine.c), field for field --------------------------------------
+
+
+class _Linear(ctypes.Structure):
+    _fields_ = [("n", ctypes.c_int64), ("k", ctypes.c_int64), ("int8", ctypes.c_int64), ("wf", c_float_p),
+                ("wq", c_int8_p), ("scale", c_float_p), ("offset", ctypes.POINTER(ctypes.c_int32)), ("bias", c_float_p)]
+
+
+class _Norm(ctypes.Structure):
+    _fields_ = [("gamma", c_float_p), ("beta", c_float_p)]
+
+
+class _EncoderLayer(ctypes.Structure):
+    _fields_ = [("norm1", _Norm), ("qkv", _Linear), ("out", _Linear), ("norm2", _Norm), ("ff1", _Linear), ("ff2", _Linear)]
+
+
+class _DecoderLayer(ctypes.Structure):
+    _fields_ = [("norm1", _Norm), ("qkv", _Linear), ("self_out", _Linear), ("norm2", _Norm), ("q", _Linear),
+                ("kv", _Linear), ("cross_out", _Linear), ("norm3", _Norm), ("ff1", _Linear), ("ff2", _Linear)]
+
+
+class _Model(ctypes.Structure):
+    _fields_ = [("d", ctypes.c_int64), ("heads", ctypes.c_int64), ("d_ff", ctypes.c_int64), ("vocab", ctypes.c_int64),
+                ("encoder_layers", ctypes.c_int64), ("decoder_layers", ctypes.c_int64), ("max_len", ctypes.c_int64),
+                ("threads", ctypes.c_int64), ("eps", ctypes.c_float), ("embed_scale", ctypes.c_float),
+                ("embedding", c_float_p), ("positions", c_float_p),
+                ("encoder", _EncoderLayer * MAX_LAYERS), ("decoder", _DecoderLayer * MAX_LAYERS),
+                ("encoder_norm", _Norm), ("decoder_norm", _Norm), ("projection", _Linear)]
+
+
+class _Heads(ctypes.Structure):
+    _fields_ = [("base", c_float_p), ("sr", ctypes.c_int64), ("sh", ctypes.c_int64), ("st", ctypes.c_int64)]
+
+
+# --- building and loading the library --------------------------------------------------------
+
+
+def cache_folder() -> Path:
+    return Path(os.environ.get("TRANSLATE_ENGINE_CACHE") or Path.home() / ".cache" / "transformer-translate")
+
+
+def library_path(folder: Path | None = None) -> Path:
+    """Where the library built from this exact source and these flags lives."""
+    digest = hashlib.sha256(SOURCE.read_bytes() + " ".join(FLAGS).encode()).hexdigest()[:16]
+    return (folder or cache_folder()) / f"engine-{digest}.so"
+
+
+def build(folder: Path | None = None) -> Path:
+    """Compile engine.c unless this source is already built; returns the library's path."""
+    if not SOURCE.is_file():
+        raise EngineUnavailable(f"{SOURCE} is missing (an install without the package data)")
+    target = library_path(folder)
+    if target.is_file():
+        return target
+    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    if not compiler:
+        raise EngineUnavailable("no C compiler (cc or gcc) to build model/engine.c")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Built beside the target under a unique name, then renamed: concurrent builds never load a half-written file.
+    fd, partial = tempfile.mkstemp(suffix=".so", dir=target.parent)
+    os.close(fd)
+    try:
+        done = subprocess.run([compiler, *FLAGS, str(SOURCE), "-o", partial, "-lm"], capture_output=True, text=True, check=False)
+    except OSError as exc:  # the compiler named by CC does not exist or cannot run
+        os.unlink(partial)
+        raise EngineUnavailable(f"cannot run the C compiler {compiler}: {exc}") from None
+    if done.returncode:
+        os.unlink(partial)
+        raise EngineUnavailable(f"building model/engine.c failed: {done.stderr.strip()[-2000:]}")
+    os.replace(partial, target)
+    return target
+
+
+_library: ctypes.CDLL | None = None
+_failure: str | None = None
+
+
+def library() -> ctypes.CDLL:
+    """The loaded engine; raises EngineUnavailable (and remembers why) where it cannot run."""
+    global _library, _failure
+    if _library is not None:
+        return _library
+    if _failure is not None:
+        raise EngineUnavailable(_failure)
+    try:
+        if sys.platform != "linux" or os.uname().machine != "x86_64":
+            raise EngineUnavailable(f"the engine is for x86-64 Linux, not {sys.platform} {os.uname().machine}")
+        lib = ctypes.CDLL(str(build()))
+        if lib.engine_abi() != ABI:
+            raise EngineUnavailable("a stale engine library: its ABI differs from model/engine.py")
+        if not lib.engine_cpu_supported():
+            raise EngineUnavailable("this CPU lacks AVX2 or FMA")
+    except (EngineUnavailable, OSError) as exc:
+        _failure = str(exc)
+        raise EngineUnavailable(_failure) from None
+    lib.engine_encode.argtypes = [ctypes.c_void_p, c_int64_p, ctypes.c_int64, ctypes.c_int64, c_int64_p, c_float_p,
+                                  ctypes.POINTER(c_float_p)]
+    lib.engine_cross_kv.argtypes = [ctypes.c_void_p, ctypes.c_int64, c_float_p, ctypes.c_int64, c_float_p]
+    lib.engine_decode_step.argtypes = [ctypes.c_void_p, c_int64_p, c_int64_p, c_int64_p, ctypes.c_int64,
+                                       ctypes.POINTER(_Heads), ctypes.POINTER(_Heads), ctypes.POINTER(_Heads),
+                                       ctypes.POINTER(_Heads), ctypes.POINTER(c_float_p), ctypes.c_int64,
+                                       ctypes.POINTER(c_float_p), ctypes.c_int64, c_float_p]
+    _library = lib
+    return lib
+
+
+def available() -> bool:
+    try:
+        library()
+    except EngineUnavailable:
+        return False
+    return True
+
+
+def why_unavailable() -> str | None:
+    return None if available() else _failure
+
+
+# --- packed weights ------------------------------------------------------------------------------
+
+
+def _ptr(t: torch.Tensor | None, kind=c_float_p):
+    return ctypes.cast(t.data_ptr(), kind) if t is not None else None
+
+
+class Engine:
+    """The packed weights of one model and the C calls that use them (see the module docstring).
+
+    `int8`: linear layers, the output projection included, hold int8 weights, one scale per output
+    column, and each input row is quantised on its own (7 bits, as fbgemm's reduce_range); float32 otherwise. The embedding lookup
+    always reads the float32 matrix.
+    """
+
+    def __init__(self, model: Transformer, int8: bool):
+        cfg = model.cfg
+        if not cfg.norm_first:
+            raise EngineUnavailable("the engine runs pre-norm models only")
+        if max(cfg.encoder_layers, cfg.decoder_layers) > MAX_LAYERS:
+            raise EngineUnavailable(f"the engine runs at most {MAX_LAYERS} layers per stack")
+        if cfg.d_model % 16 or cfg.d_ff % 16 or cfg.head_dim % 8:
+            raise EngineUnavailable("the engine needs d_model and d_ff divisible by 16, head_dim by 8")
+        self.lib = library()
+        self.cfg, self.int8 = cfg, int8
+        self._keep: list[torch.Tensor] = []  # every tensor the C structures point into
+        with torch.no_grad():
+            self.struct = self._model_struct(model)
+        self._source_lengths: tuple[torch.Tensor | None, torch.Tensor | None] = (None, None)
+
+    def __deepcopy__(self, memo) -> None:
+        # ctypes pointers cannot be copied; a copied model gets no engine (attach one to it if wanted).
+        return None
+
+    def _hold(self, t: torch.Tensor) -> torch.Tensor:
+        t = t.detach().to("cpu").contiguous()
+        self._keep.append(t)
+        return t
+
+    def _linear(self, weight: torch.Tensor, bias: torch.Tensor | None) -> _Linear:
+        n, k = weight.shape
+        w = weight.float()
+        spec = _Linear(n=n, k=k, int8=int(self.int8), bias=_ptr(self._hold(bias.float())) if bias is not None else None)
+        if self.int8:
+            scale = w.abs().amax(dim=1).clamp_min(1e-12) / 127.0
+            q = torch.round(w / scale[:, None]).clamp_(-127, 127).to(torch.int8)
+            spec.wq = _ptr(self._hold(q.view(n // 8, 8, k // 4, 4).permute(0, 2, 1, 3)), c_int8_p)
+            spec.scale = _ptr(self._hold(scale))
+            # The inputs arrive as q + 64 (model/engine.c): 64 times each column's sum is taken back off.
+            spec.offset = _ptr(self._hold(64 * q.sum(dim=1, dtype=torch.int32)), ctypes.POINTER(ctypes.c_int32))
+        else:
+            spec.wf = _ptr(self._hold(w.view(n // 8, 8, k).transpose(1, 2)))
+        return spec
+
+    def _of(self, linear) -> _Linear:
+        return self._linear(linear.weight, linear.bias)
+
+    def _norm(self, norm) -> _Norm:
+        return _Norm(gamma=_ptr(self._hold(norm.weight.float())), beta=_ptr(self._hold(norm.bias.float())))
+
+    def _model_struct(self, model: Transformer) -> _Model:
+        cfg = model.cfg
+        s = _Model(d=cfg.d_model, heads=cfg.n_heads, d_ff=cfg.d_ff, vocab=cfg.vocab_size,
+                   encoder_layers=cfg.encoder_layers, decoder_layers=cfg.decoder_layers, max_len=cfg.max_len,
+                   threads=1, eps=model.encoder.layers[0].add_norm1.norm.eps, embed_scale=model.embedding.scale)
+        s.embedding = _ptr(self._hold(model.embedding.weight.float()))
+        s.positions = _ptr(self._hold(model.positional.table.float()))
+        for i, layer in enumerate(model.encoder.layers):
+            s.encoder[i] = _EncoderLayer(norm1=self._norm(layer.add_norm1.norm), qkv=self._of(layer.self_attn.qkv_proj),
+                                         out=self._of(layer.self_attn.out_proj), norm2=self._norm(layer.add_norm2.norm),
+                                         ff1=self._of(layer.feed_forward.linear1), ff2=self._of(layer.feed_forward.linear2))
+        for i, layer in enumerate(model.decoder.layers):
+            s.decoder[i] = _DecoderLayer(
+                norm1=self._norm(layer.add_norm1.norm), qkv=self._of(layer.self_attn.qkv_proj),
+                self_out=self._of(layer.self_attn.out_proj), norm2=self._norm(layer.add_norm2.norm),
+                q=self._of(layer.cross_attn.q_proj), kv=self._of(layer.cross_attn.kv_proj),
+                cross_out=self._of(layer.cross_attn.out_proj), norm3=self._norm(layer.add_norm3.norm),
+                ff1=self._of(layer.feed_forward.linear1), ff2=self._of(layer.feed_forward.linear2))
+        s.encoder_norm, s.decoder_norm = self._norm(model.encoder.norm), self._norm(model.decoder.norm)
+        # Tied to the embeddings; padded with zero rows to whole 16-column tiles, logits sliced back.
+        self.vocab_tiles = -(-cfg.vocab_size // 16) * 16
+        weight = model.embedding.weight
+        s.projection = self._linear(torch.cat([weight, weight.new_zeros(self.vocab_tiles - cfg.vocab_size, cfg.d_model)]), None)
+        return s
+
+    def _struct(self) -> ctypes.c_void_p:
+        # The caller's torch thread count, read per call: the server decodes on its own thread.
+        self.struct.threads = torch.get_num_threads()
+        return ctypes.byref(self.struct)
+
+    # --- the calls Transformer makes -------------------------------------------------------------
+
+    def encode(self, src: torch.Tensor, layers: frozenset[int] = frozenset()):
+        """Transformer.encode_with_attention: memory (B, S, D), its key mask, and the weights of `layers`."""
+        src = src.contiguous()
+        b, s = src.shape
+        lengths = (src != self.cfg.pad_id).sum(dim=1).contiguous()
+        memory = torch.empty(b, s, self.cfg.d_model)
+        weights = {l: torch.zeros(b, self.cfg.n_heads, s, s) for l in sorted(layers)}
+        pointers = (c_float_p * self.cfg.encoder_layers)(*[_ptr(weights.get(l)) for l in range(self.cfg.encoder_layers)])
+        self.lib.engine_encode(self._struct(), _ptr(src, c_int64_p), b, s, _ptr(lengths, c_int64_p), _ptr(memory), pointers)
+        return memory, padding_mask(src, self.cfg.pad_id), weights
+
+    def cross_kv(self, memory: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Per decoder layer, the cross-attention keys and values (R, H, S, E) of `memory`: strided views."""
+        memory = memory.contiguous()
+        r, s, d = memory.shape
+        h, e = self.cfg.n_heads, self.cfg.head_dim
+        out = []
+        for layer in range(self.cfg.decoder_layers):
+            kv = torch.empty(r, s, 2 * d)
+            self.lib.engine_cross_kv(self._struct(), layer, _ptr(memory), r * s, _ptr(kv))
+            out.append((kv[..., :d].view(r, s, h, e).transpose(1, 2), kv[..., d:].view(r, s, h, e).transpose(1, 2)))
+        return out
+
+    def decode_step(self, tgt, memory, src_mask, cache, offset, self_layers, cross_layers):
+        """Transformer.decode for one cached step: logits (R, 1, V) and the attention weights asked for."""
+        rows, tgt = tgt.size(0), tgt.contiguous()  # held here: C reads its memory
+        if cache.cross(0) is None:
+            for layer, kv in enumerate(self.cross_kv(memory)):
+                cache.set_cross(layer, *kv)
+        pos = offset.to(torch.int64).contiguous() if torch.is_tensor(offset) else torch.full((rows,), int(offset), dtype=torch.int64)
+        src_len = self._lengths_of(src_mask)
+        self_k, self_v = cache.self_kv()
+        heads = lambda make: (_Heads * self.cfg.decoder_layers)(*[make(l) for l in range(self.cfg.decoder_layers)])
+        sk, sv = heads(lambda l: _heads(self_k[l])), heads(lambda l: _heads(self_v[l]))
+        cross = [cache.cross(l) for l in range(self.cfg.decoder_layers)]
+        ck, cv = heads(lambda l: _heads(cross[l][0])), heads(lambda l: _heads(cross[l][1]))
+        self_width = int(pos.max()) + 1 if self_layers else 0
+        self_w = {l: torch.zeros(rows, self.cfg.n_heads, 1, self_width) for l in sorted(self_layers)}
+        cross_w = {l: torch.zeros(rows, self.cfg.n_heads, 1, src_mask.size(-1)) for l in sorted(cross_layers)}
+        logits = torch.empty(rows, 1, self.vocab_tiles)
+        self.lib.engine_decode_step(
+            self._struct(), _ptr(tgt, c_int64_p), _ptr(pos, c_int64_p), _ptr(src_len, c_int64_p), rows,
+            sk, sv, ck, cv, self._weight_pointers(self_w), self_width, self._weight_pointers(cross_w), src_mask.size(-1),
+            _ptr(logits))
+        return logits[..., : self.cfg.vocab_size], DecoderOutput(None, self_w, cross_w)
+
+    def _weight_pointers(self, weights: dict[int, torch.Tensor]):
+        if not weights:
+            return None
+        return (c_float_p * self.cfg.decoder_layers)(*[_ptr(weights.get(l)) for l in range(self.cfg.decoder_layers)])
+
+    def _lengths_of(self, src_mask: torch.Tensor) -> torch.Tensor:
+        """Source lengths from a key mask, kept while the same mask comes back (every step of one run)."""
+        mask, lengths = self._source_lengths
+        if mask is not src_mask:
+            lengths = (src_mask[:, 0, 0, :] == 0).sum(dim=-1).to(torch.int64).contiguous()
+            self._source_lengths = (src_mask, lengths)  # the mask itself is held, so its identity cannot be reused
+        return lengths
+
+
+def _heads(t: torch.Tensor) -> _Heads:
+    """A (R, H, T, E) keys or values tensor whose last dimension is contiguous, as the C side reads it."""
+    if t.stride(-1) != 1 or t.dtype != torch.float32:
+        raise ValueError("engine keys/values must be float32 with a contiguous last dimension")
+    return _Heads(base=_ptr(t), sr=t.stride(0), sh=t.stride(1), st=t.stride(2))
+
+
+def attach(model: Transformer, int8: bool, weights_of: Transformer | None = None) -> bool:
+    """Give `model` an engine for its inference calls, packed from the float weights of `weights_of`
+    (default: `model` itself); False, and the model unchanged, where none can run."""
+    source = weights_of or model
+    if source.embedding.weight.device.type != "cpu":
+        return False
+    try:
+        model.engine = Engine(source, int8)
+    except EngineUnavailable:
+        return False
+    return True
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m model.engine", description="Build the CPU engine library ahead of use.")
+    p.add_argument("--folder", type=Path, default=None, help="where to put it (default: TRANSLATE_ENGINE_CACHE or ~/.cache)")
+    args = p.parse_args(argv)
+    print(build(args.folder))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,128 @@
+"""model.engine: the C encoder and decoder step compute the network model/transformer.py defines, and a
+row's numbers never depend on its batch.
+
+Tiny real models (vocab 40, so the projection's tile padding is exercised); the engine is compiled
+from model/engine.c on first use. Where it cannot run (no compiler, no AVX2), these tests skip
+and the rest of the suite runs everything on PyTorch.
+"""
+
+import copy
+
+import pytest
+import torch
+
+from model import engine
+from model.decoding import DecodeOptions, KVCache, decode, encoder_attention
+from model.quantize import quantize_int8
+from tests.conftest import SPECIAL, copy_task_batch, random_sources, tiny_model
+
+pytestmark = pytest.mark.skipif(not engine.available(), reason=f"no CPU engine here: {engine.why_unavailable()}")
+
+
+def with_engine(model, int8: bool):
+    if int8:
+        return quantize_int8(model)
+    fast = copy.deepcopy(model)
+    assert engine.attach(fast, int8=False)
+    return fast
+
+
+def test_the_float_engine_computes_what_pytorch_computes():
+    model = tiny_model(seed=3)
+    fast = with_engine(model, int8=False)
+    src, lengths = random_sources(5, [4, 9, 6]), [4, 9, 6]
+    with torch.inference_mode():
+        want, want_mask, want_w = model.encode_with_attention(src, frozenset({0, 1}))
+        got, got_mask, got_w = fast.encode_with_attention(src, frozenset({0, 1}))
+        assert torch.equal(got_mask, want_mask)
+        for row, n in enumerate(lengths):  # padded positions are never read, so only real ones are compared
+            torch.testing.assert_close(got[row, :n], want[row, :n], atol=2e-5, rtol=0)
+            for layer in (0, 1):
+                torch.testing.assert_close(got_w[layer][row, :, :n, :n], want_w[layer][row, :, :n, :n], atol=2e-6, rtol=0)
+        # Three cached steps with every attention weight asked for.
+        caches = [KVCache(m, 3, 8, torch.device("cpu"), torch.float32) for m in (model, fast)]
+        tokens = torch.tensor([[SPECIAL.bos]] * 3)
+        for t in range(3):
+            (want_logits, w_out), (got_logits, g_out) = (
+                m.decode(tokens, want, want_mask, cache, offset=t, self_layers=frozenset({0, 1}), cross_layers=frozenset({1}))
+                for m, cache in zip((model, fast), caches))
+            torch.testing.assert_close(got_logits, want_logits, atol=2e-5, rtol=0)
+            assert got_logits.shape == (3, 1, model.cfg.vocab_size)
+            torch.testing.assert_close(g_out.cross_attention[1], w_out.cross_attention[1], atol=2e-6, rtol=0)
+            for layer in (0, 1):
+                torch.testing.assert_close(g_out.self_attention[layer], w_out.self_attention[layer], atol=2e-6, rtol=0)
+            for cache in caches:
+                cache.advance()
+            tokens = want_logits[:, -1].argmax(-1, keepdim=True)
+
+
+def test_int8_engine_approximates_the_float_model():
+    model = tiny_model(seed=4)
+    fast = with_engine(model, int8=True)
+    assert fast.engine is not None and fast.engine.int8
+    src = random_sources(7, [5, 8])
+    with torch.inference_mode():
+        want, _ = model.encode(src)
+        got, _ = fast.encode(src)
+        error = float((got[0, :5] - want[0, :5]).abs().max())
+        assert 0 < error < 0.1 * float(want[0, :5].abs().max())  # quantised, and close
+
+
+@pytest.mark.parametrize("int8", [False, True])
+@pytest.mark.parametrize("strategy", ["greedy", "beam"])
+def test_a_source_decodes_to_the_same_bits_alone_and_in_a_padded_batch(trained, int8, strategy):
+    fast = with_engine(trained, int8)
+    src, _ = copy_task_batch(torch.Generator().manual_seed(12), 6)
+    options = DecodeOptions(strategy=strategy, beam_size=3, max_new_tokens=12, top_k=2,
+                            cross_attention_layers=(1,), self_attention_layers=(0,))
+    batched = decode(fast, src, options, SPECIAL)
+    for i in range(src.size(0)):
+        n = int((src[i] != SPECIAL.pad).sum())
+        assert batched[i][0] == decode(fast, src[i : i + 1, :n], options, SPECIAL)[0][0]
+    assert len({int((s != SPECIAL.pad).sum()) for s in src}) > 1
+
+
+def test_engine_translations_follow_pytorch_ones(trained):
+    """On a model with clear preferences the float engine picks the same tokens, with the same probabilities."""
+    fast = with_engine(trained, int8=False)
+    src, _ = copy_task_batch(torch.Generator().manual_seed(13), 8)
+    options = DecodeOptions(strategy="beam", beam_size=3, max_new_tokens=12, top_k=3)
+    for got, want in zip(decode(fast, src, options, SPECIAL), decode(trained, src, options, SPECIAL), strict=True):
+        assert got[0].ids == want[0].ids
+        assert [s.probability for s in got[0].steps] == pytest.approx([s.probability for s in want[0].steps], abs=1e-5)
+
+
+def test_encoder_attention_of_the_viewer_comes_from_the_engine(trained):
+    fast = with_engine(trained, int8=True)
+    sources = [[5, 6, 7, SPECIAL.eos], [8, 9, SPECIAL.eos]]
+    got = encoder_attention(fast, sources, (0, 1), SPECIAL.pad)
+    for source, layers in zip(sources, got):
+        for layer in (0, 1):
+            weights = torch.tensor(layers[layer])  # (H, S, S) over the source's own tokens
+            assert weights.shape == (trained.cfg.n_heads, len(source), len(source))
+            torch.testing.assert_close(weights.sum(-1), torch.ones(weights.shape[:2]))
+
+
+def test_a_copied_model_has_no_engine_and_a_model_in_training_ignores_it(trained):
+    fast = with_engine(trained, int8=False)
+    assert copy.deepcopy(fast).engine is None  # ctypes pointers cannot be copied
+    src = random_sources(3, [5])
+    fast.train()
+    try:
+        memory, _ = fast.encode(src)  # PyTorch, so gradients could flow
+        assert memory.requires_grad
+    finally:
+        fast.eval()
+
+
+def test_without_a_compiler_the_build_says_why(tmp_path, monkeypatch):
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-compiler"))
+    with pytest.raises(engine.EngineUnavailable):
+        engine.build(tmp_path)
+    assert not list(tmp_path.glob("*.so"))  # nothing half-built left behind
+
+
+def test_the_build_is_reused_while_the_source_is_unchanged(tmp_path):
+    first = engine.build(tmp_path)
+    stamp = first.stat().st_mtime_ns
+    assert engine.build(tmp_path) == first and first.stat().st_mtime_ns == stamp
