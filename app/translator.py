@@ -568,7 +568,7 @@ class GreedyStream:
             offset=len(self.generated), self_layers=self.self_layers, cross_layers=self.layers,
         )
         self.cache.advance()
-        logp = torch.log_softmax(logits[0, -1].float(), dim=-1)
+        logp = logits[0, -1].float() if out.normalized else torch.log_softmax(logits[0, -1].float(), dim=-1)
         logp[self.special.forbidden] = float("-inf")
         forced = len(self.generated) < len(self.options.prefix)
         token = self.options.prefix[len(self.generated)] if forced else int(logp.argmax())

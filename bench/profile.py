@@ -6,7 +6,8 @@ Decodes the first --sentences Tatoeba test sources of each direction at batch 1 
 and beam 4, float32 and int8 (model.quantize), as bench.engine does, under torch.profiler. For
 each setting it reports the wall time, the share spent inside PyTorch operators (their self CPU
 time) and so the share left to Python (the step recorder, beam bookkeeping, module calls), and
-the operators that took most of it. Writes bench/results/profile.json.
+the operators that took most of it; the C engine's calls (model.engine) count as operators named
+engine.<call>. Writes bench/results/profile.json.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from bench.common import cpu_info, write_result
 from bench.engine import SETTINGS, TEST_SPLIT, run_ours, tatoeba_sources
 from model.checkpoint import load
 from model.decoding import special_ids
+from model.engine import attach
 from model.quantize import quantize_int8
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,19 +49,26 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sentences", type=int, default=32, help="Tatoeba sentences per direction")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--top", type=int, default=8)
+    p.add_argument("--engine", choices=("c", "torch"), default="c", help="as bench.engine: model.engine where it can run, or PyTorch only")
+    p.add_argument("--only", default=None, help="profile only the settings whose key contains this, e.g. int8_batch32")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     loaded = load(args.weights)
     special = special_ids(loaded.tokenizer)
     sources = tatoeba_sources(loaded.tokenizer, args.sentences, args.split)
-    models = {"float32": loaded.model, "int8": quantize_int8(loaded.model)}
+    use_engine = args.engine == "c"
+    models = {"float32": loaded.model, "int8": quantize_int8(loaded.model, engine=use_engine)}
+    if use_engine:
+        attach(loaded.model, int8=False)
     results = {}
     for precision, model in models.items():
         for batch_size, strategy in SETTINGS:
+            key = f"{precision}_batch{batch_size}_{strategy}"
+            if args.only and args.only not in key:
+                continue
             run = lambda: run_ours(model, sources, batch_size, strategy, special)  # noqa: E731
             run()  # warm-up
             wall, ops, in_ops = profiled(run)
-            key = f"{precision}_batch{batch_size}_{strategy}"
             results[key] = {
                 "wall_s": round(wall, 3), "in_operators_share": round(in_ops / wall, 3),
                 "python_share": round(max(0.0, 1 - in_ops / wall), 3),
@@ -68,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
             tops = ", ".join(f"{t['op']} {t['share']:.0%}" for t in results[key]["top"][:5])
             print(f"{key:>24}: {wall:6.2f} s, Python {results[key]['python_share']:.0%}; {tops}", flush=True)
     write_result("profile", {"command": " ".join(["python -m bench.profile", *(sys.argv[1:] if argv is None else argv)]),
-                             "cpu": cpu_info(), "sentences": len(sources), "settings": results})
+                             "cpu": cpu_info(), "engine": args.engine, "sentences": len(sources), "settings": results})
     return 0
 
 

@@ -172,7 +172,7 @@ class ContinuousGreedy:
             self_layers=self_layers, cross_layers=layers, cache_mask=mask,
         )
         self.cache.advance()
-        logp = torch.log_softmax(logits[:, -1].float(), dim=-1)
+        logp = logits[:, -1].float() if out.normalized else torch.log_softmax(logits[:, -1].float(), dim=-1)
         logp[:, self.special.forbidden] = float("-inf")  # after the softmax, as greedy does
         self.tokens = logp.argmax(dim=-1)
         self._record(logp, {l: w[:, :, -1, :].float() for l, w in out.cross_attention.items()},

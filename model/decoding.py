@@ -8,7 +8,9 @@ produced it. Results are plain dataclasses of Python numbers, so callers never t
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 import torch
 
@@ -91,6 +93,9 @@ class KVCache:
         self.k = torch.empty(shape, device=device, dtype=dtype)
         self.v = torch.empty(shape, device=device, dtype=dtype)
         self.length = 0
+        # With model.engine, a reorder is one copy in C into the buffers the last one left (no new pages).
+        self._engine = model.engine if model.embedding.weight.device.type == "cpu" and dtype == torch.float32 else None
+        self._spare: tuple[torch.Tensor | None, torch.Tensor | None] = (None, None)
         self._cross: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * cfg.decoder_layers
 
     def append_self(self, layer: int, k: torch.Tensor, v: torch.Tensor):
@@ -118,28 +123,38 @@ class KVCache:
         selected then, since beams only move within their own sentence.
         """
         n = self.length
-        if len(index) == self.k.size(1):
+        shrinks = len(index) < self.k.size(1)
+        if self._engine is not None:
+            k, v = (self._engine.gather_rows(old, index, n, spare) for old, spare in zip((self.k, self.v), self._spare))
+            self._spare = (None, None) if shrinks else (self.k, self.v)
+            self.k, self.v = k, v
+        elif not shrinks:
             self.k[:, :, :, :n] = self.k[:, index, :, :n]
             self.v[:, :, :, :n] = self.v[:, index, :, :n]
-            return
-        for name in ("k", "v"):
-            old = getattr(self, name)
-            new = old.new_empty(old.size(0), len(index), *old.shape[2:])
-            new[:, :, :, :n] = old[:, index, :, :n]  # only the positions written so far
-            setattr(self, name, new)
-        self._cross = [None if kv is None else (kv[0][index], kv[1][index]) for kv in self._cross]
+        else:
+            for name in ("k", "v"):
+                old = getattr(self, name)
+                new = old.new_empty(old.size(0), len(index), *old.shape[2:])
+                new[:, :, :, :n] = old[:, index, :, :n]  # only the positions written so far
+                setattr(self, name, new)
+        if shrinks:
+            self._cross = [None if kv is None else (kv[0][index], kv[1][index]) for kv in self._cross]
 
 
 class _StepRecorder:
-    """Per-row history of what each step produced, kept as tensors until a hypothesis is final.
+    """Per-row history of what each step produced, kept until a hypothesis is final.
 
-    Rows are decoder batch rows (sentences, or sentences x beams); `reorder` follows beam search.
+    Rows are decoder batch rows (sentences, or sentences x beams). Beam search does not move the
+    history when beams are reordered: each step keeps its rows' parents (the row each continued at
+    the step before), and a hypothesis is read back along them, so a step costs the same at step 50
+    as at step 1. Chosen ids and their log-probabilities are kept as Python numbers, the rest as tensors.
     """
 
     def __init__(self, opts: DecodeOptions):
         self.opts = opts
-        self.ids: list[torch.Tensor] = []  # each (R,)
-        self.logp: list[torch.Tensor] = []  # (R,)
+        self.ids: list[list[int]] = []  # each (R,)
+        self.logp: list[list[float]] = []  # (R,)
+        self.parents: list[list[int] | None] = []  # (R,): row at the step before; None: the same rows
         self.top_p: list[torch.Tensor] = []  # (R, k)
         self.top_i: list[torch.Tensor] = []
         self.cross: list[dict[int, torch.Tensor]] = []  # layer -> (R, H, S)
@@ -158,60 +173,62 @@ class _StepRecorder:
             rec["self"][layer] = w[:, :, -1, :].float()  # (R, H, t+1)
         return rec
 
-    def push(self, rec: dict, rows: torch.Tensor, tokens: torch.Tensor, at: torch.Tensor | None = None, size: int = 0) -> None:
+    def push(self, rec: dict, rows: torch.Tensor, tokens: torch.Tensor, at: torch.Tensor | None = None, size: int = 0,
+             parents: list[int] | None = None) -> None:
         """Append the chosen `tokens` for new rows taken from `rows` of the current step.
 
-        `at` is for a decoder batch that has shrunk below the `size` rows recorded (greedy search
-        drops finished sentences): the recorder rows the current ones stand for. The rows left out
-        are zero-filled; they have finished, so no hypothesis reads them.
+        `parents` (beam search): new row i continues the history of row parents[i]. `at` is for a
+        decoder batch that has shrunk below the `size` rows recorded (greedy search drops finished
+        sentences): the recorder rows the current ones stand for. The rows left out are zero-filled;
+        they have finished, so no hypothesis reads them.
         """
         widen = (lambda t: t) if at is None else (lambda t: t.new_zeros(size, *t.shape[1:]).index_copy_(0, at, t))
-        self.ids.append(widen(tokens))
-        self.logp.append(widen(rec["logp_all"][rows, tokens]))
+        self.ids.append(widen(tokens).tolist())
+        self.logp.append(widen(rec["logp_all"][rows, tokens]).tolist())
+        self.parents.append(parents)
         if self.opts.top_k:
             self.top_p.append(widen(rec["top_p"][rows]))
             self.top_i.append(widen(rec["top_i"][rows]))
         self.cross.append({l: widen(w[rows]) for l, w in rec["cross"].items()})
         self.self_attn.append({l: widen(w[rows]) for l, w in rec["self"].items()})
 
-    def reorder(self, index: torch.Tensor) -> None:
-        for seq in (self.ids, self.logp, self.top_p, self.top_i):
-            seq[:] = [t[index] for t in seq]
-        for seq in (self.cross, self.self_attn):
-            seq[:] = [{l: w[index] for l, w in d.items()} for d in seq]
+    def rows_of(self, row: int, n: int) -> list[int]:
+        """The row that holds step t of the hypothesis in `row` (current numbering), for t < n."""
+        path = [0] * n
+        for t in range(n - 1, -1, -1):
+            path[t] = row
+            if self.parents[t] is not None:
+                row = self.parents[t][row]
+        return path
 
-    def steps_of(self, row: int, n: int, src_len: int, extra: tuple[dict, int, int] | None = None) -> list[Step]:
-        """Materialise the first `n` steps of `row`, plus optionally one step (`rec`, rec_row, token)
-        that was chosen this round but not pushed (a hypothesis that ends with </s>)."""
-        steps = []
-        for t in range(n):
-            top = []
-            if self.opts.top_k:
-                top = _tops(self.top_i[t][row], self.top_p[t][row])
-            steps.append(
-                Step(
-                    id=int(self.ids[t][row]),
-                    probability=math.exp(float(self.logp[t][row])),
-                    top=top,
-                    cross_attention={l: w[row, :, :src_len].tolist() for l, w in self.cross[t].items()},
-                    self_attention={l: w[row].tolist() for l, w in self.self_attn[t].items()},
-                    forced=t < len(self.opts.prefix),
-                )
-            )
-        if extra is not None:
-            rec, r, token = extra
-            top = _tops(rec["top_i"][r], rec["top_p"][r]) if self.opts.top_k else []
-            steps.append(
-                Step(
-                    id=token,
-                    probability=math.exp(float(rec["logp_all"][r, token])),
-                    top=top,
-                    cross_attention={l: w[r, :, :src_len].tolist() for l, w in rec["cross"].items()},
-                    self_attention={l: w[r].tolist() for l, w in rec["self"].items()},
-                    forced=n < len(self.opts.prefix),
-                )
-            )
-        return steps
+    @staticmethod
+    def last_step(rec: dict, row: int, token: int) -> dict:
+        """What a hypothesis that ends at this step keeps of it (this step is never pushed): one row's
+        numbers, so the step's (R, V) tensors are not held."""
+        return {"id": token, "logp": float(rec["logp_all"][row, token]),
+                "top": (rec["top_i"][row], rec["top_p"][row]) if "top_i" in rec else None,
+                "cross": {l: w[row] for l, w in rec["cross"].items()}, "self": {l: w[row] for l, w in rec["self"].items()}}
+
+    def hypothesis(self, path: list[int], src_len: int, score: float, finished: bool, last: dict | None = None) -> Hypothesis:
+        """The hypothesis whose step t is in row path[t], plus the `last_step` it ended with (if it did)."""
+        steps = [self._step(t, r, src_len) for t, r in enumerate(path)]
+        if last is not None:
+            top = _tops(*last["top"]) if last["top"] is not None else []
+            steps.append(Step(id=last["id"], probability=math.exp(last["logp"]), top=top,
+                              cross_attention={l: w[:, :src_len].tolist() for l, w in last["cross"].items()},
+                              self_attention={l: w.tolist() for l, w in last["self"].items()},
+                              forced=len(path) < len(self.opts.prefix)))
+        return Hypothesis([step.id for step in steps], steps, score, finished)
+
+    def _step(self, t: int, r: int, src_len: int) -> Step:
+        return Step(
+            id=self.ids[t][r],
+            probability=math.exp(self.logp[t][r]),
+            top=_tops(self.top_i[t][r], self.top_p[t][r]) if self.opts.top_k else [],
+            cross_attention={l: w[r, :, :src_len].tolist() for l, w in self.cross[t].items()},
+            self_attention={l: w[r].tolist() for l, w in self.self_attn[t].items()},
+            forced=t < len(self.opts.prefix),
+        )
 
 
 def _tops(ids: torch.Tensor, probs: torch.Tensor) -> list[TopToken]:
@@ -234,6 +251,10 @@ class _Decoder:
         self.cache = (
             KVCache(model, rows, opts.max_new_tokens + 1, memory.device, memory.dtype) if opts.use_cache else None
         )
+        if self.cache is not None and rows_per_source > 1:
+            # Each source's cross-attention keys/values computed once and copied to its beams, not k times.
+            for layer, kv in enumerate(model.cross_kv(memory)):
+                self.cache.set_cross(layer, *(t.repeat_interleave(rows_per_source, dim=0) for t in kv))
         self.inputs = torch.full((rows, 1), special.bos, dtype=torch.long, device=src.device)
         self.cross_layers = frozenset(opts.cross_attention_layers)
         self.self_layers = frozenset(opts.self_attention_layers)
@@ -248,7 +269,7 @@ class _Decoder:
         )
         if self.cache is not None:
             self.cache.advance()
-        logp = torch.log_softmax(logits[:, -1].float(), dim=-1)
+        logp = logits[:, -1].float() if out.normalized else torch.log_softmax(logits[:, -1].float(), dim=-1)
         # Masked after the softmax, so reported probabilities stay the model's own.
         logp[:, self.special.forbidden] = float("-inf")
         if self.opts.no_repeat_ngram:
@@ -324,17 +345,18 @@ def greedy(model: Transformer, src: torch.Tensor, opts: DecodeOptions, special: 
 
 
 def _greedy_hypothesis(rec: _StepRecorder, row: int, src_len: int, special: SpecialIds, opts: DecodeOptions) -> Hypothesis:
-    ids = [int(t[row]) for t in rec.ids]
+    ids = [step[row] for step in rec.ids]
     n = ids.index(special.eos) + 1 if special.eos in ids else len(ids)
-    steps = rec.steps_of(row, n, src_len)
-    logp_sum = sum(float(rec.logp[t][row]) for t in range(n))
-    return Hypothesis(ids[:n], steps, _normalise(logp_sum, n, opts.length_penalty), special.eos in ids[:n])
+    logp_sum = sum(rec.logp[t][row] for t in range(n))
+    return rec.hypothesis([row] * n, src_len, _normalise(logp_sum, n, opts.length_penalty), special.eos in ids[:n])
 
 
 @dataclass
 class _Finished:
+    """A candidate hypothesis, built only if it ranks among those returned (most never are)."""
+
     score: float
-    hypothesis: Hypothesis
+    build: Callable[[], Hypothesis]
 
 
 @torch.inference_mode()
@@ -360,9 +382,7 @@ def beam_search(model: Transformer, src: torch.Tensor, opts: DecodeOptions, spec
         logp, out = run.step()
         current = _StepRecorder.current(logp, out, opts)
         vocab = logp.size(-1)
-        cand = (scores.view(-1, 1) + (logp if t >= len(opts.prefix) else _only(logp, opts.prefix[t])))
-        cand = cand.view(len(sentences), k * vocab)
-        top_scores, top_idx = cand.topk(min(2 * k, k * vocab), dim=-1)
+        top_scores, top_idx = _best_candidates(model, scores, logp if t >= len(opts.prefix) else _only(logp, opts.prefix[t]), k)
         still_open, rows, tokens, new_scores = [], [], [], []
         for p, (s, s_scores, s_idx) in enumerate(zip(sentences, top_scores.tolist(), top_idx.tolist())):
             chosen = _expand(p, s_scores, s_idx, vocab, k, t, current, rec, done[s], src_lens[s], special, opts)
@@ -380,9 +400,8 @@ def beam_search(model: Transformer, src: torch.Tensor, opts: DecodeOptions, spec
             break
         rows_t = torch.tensor(rows, device=device)
         tokens_t = torch.tensor(tokens, device=device)
-        rec.reorder(rows_t)
-        # The history now follows the surviving beams; this step's records come from their parents.
-        rec.push(current, rows_t, tokens_t)
+        # This step's records come from the surviving beams' parents, whose histories they continue.
+        rec.push(current, rows_t, tokens_t, parents=rows)
         run.append(tokens_t, reorder=rows_t)
         scores = torch.tensor(new_scores, device=device).view(len(sentences), k)
     # Sentences still open were cut by max_new_tokens: their live beams are unfinished hypotheses.
@@ -391,14 +410,34 @@ def beam_search(model: Transformer, src: torch.Tensor, opts: DecodeOptions, spec
         for j, raw in enumerate(scores[p].tolist()):
             if raw == float("-inf"):
                 continue
-            steps = rec.steps_of(p * k + j, n, src_lens[s])
-            hyp = Hypothesis([st.id for st in steps], steps, _normalise(raw, n, opts.length_penalty), False)
-            done[s].append(_Finished(hyp.score, hyp))
+            score = _normalise(raw, n, opts.length_penalty)
+            done[s].append(_Finished(score, partial(rec.hypothesis, rec.rows_of(p * k + j, n), src_lens[s], score, False)))
     results = []
     for s in range(b):
         ranked = sorted(done[s], key=lambda f: f.score, reverse=True)
-        results.append([f.hypothesis for f in ranked[:n_best]])
+        results.append([f.build() for f in ranked[:n_best]])
     return results
+
+
+def top_of(model: Transformer, x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """x.topk(k, dim=-1) for (R, V) rows; the engine's C selection when the model has one (on a
+    16,000-token vocabulary, several times faster than PyTorch's, which sorts more than it needs)."""
+    return model.engine.topk(x, k) if model.engine is not None else x.topk(k, dim=-1)
+
+
+def _best_candidates(model: Transformer, scores: torch.Tensor, logp: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The 2k best (beam, token) continuations of each sentence: scores (n, 2k), and beam * V + token.
+
+    The best 2k of a sentence are among each of its beams' own best 2k, so each row is cut to its
+    best 2k first and only n x k x 2k candidates are ranked, not n x k x V.
+    """
+    n, vocab = scores.size(0), logp.size(-1)
+    width = min(2 * k, vocab)
+    row_lp, row_tok = top_of(model, logp, width)  # (n*k, width)
+    cand = (scores.view(-1, 1) + row_lp).view(n, k * width)
+    top_scores, at = cand.topk(min(2 * k, k * width), dim=-1)
+    tokens = row_tok.view(n, k * width).gather(1, at)
+    return top_scores, torch.div(at, width, rounding_mode="floor") * vocab + tokens
 
 
 def _only(logp: torch.Tensor, token: int) -> torch.Tensor:
@@ -423,9 +462,9 @@ def _expand(p, s_scores, s_idx, vocab, k, t, current, rec, finished, src_len, sp
         row = p * k + beam
         if token == special.eos:
             if rank < k:
-                steps = rec.steps_of(row, t, src_len, extra=(current, row, token))
-                hyp = Hypothesis([st.id for st in steps], steps, _normalise(score, t + 1, opts.length_penalty), True)
-                finished.append(_Finished(hyp.score, hyp))
+                final = _normalise(score, t + 1, opts.length_penalty)
+                last = _StepRecorder.last_step(current, row, token)
+                finished.append(_Finished(final, partial(rec.hypothesis, rec.rows_of(row, t), src_len, final, True, last)))
             continue
         chosen.append((row, token, score))
         if len(chosen) == k:

@@ -13,11 +13,12 @@
    Linear layers come in two kinds:
    - float32: weights packed as [n/8][k][8], eight output columns per AVX register, one FMA each.
    - int8: weights quantised per output column (w = scale * q, |q| <= 127), packed [n/8][k/4][8][4];
-     each input row is quantised on its own onto 7 bits, x = s * (u - 64) with u in [1, 127]. maddubs
-     multiplies those unsigned bytes by the signed weights; a pair of products stays below
-     2 * 127 * 127 < 32768, so nothing saturates, and subtracting 64 * (the column's sum of q) leaves
-     the exact integer dot product. It is the input grid of PyTorch's own int8 path (fbgemm's
-     reduce_range); full 8-bit inputs need a sign instruction per product pair, and ran 10-35% slower.
+     each input row is quantised on its own onto 7 bits, x = s * q with |q| <= 63 (the input grid of
+     PyTorch's own int8 path, fbgemm's reduce_range). maddubs multiplies unsigned by signed bytes, so
+     |q| goes in unsigned and q's sign moves onto the weight (sign_epi8). A product is at most
+     63 * 127, so two maddubs results (four products) still fit int16 and are added before the one
+     widening multiply (madd): AVX2 CPUs issue these multiplies on one port, and this scheme needs
+     three per 64 products instead of four. The int32 sums are exact.
    Shape legend as in model/transformer.py: R rows, S source length, D d_model, H heads, E head dim. */
 
 #include <immintrin.h>
@@ -33,7 +34,7 @@ typedef struct {
     const float *wf;       /* float32 packed [n/8][k][8] */
     const int8_t *wq;      /* int8 packed [n/8][k/4][8][4] */
     const float *scale;    /* int8: per output column */
-    const int32_t *offset; /* int8: per output column, 64 * sum over k of q */
+    const int32_t *offset; /* int8: per output column, 64 * (sum over k of q), for single rows */
     const float *bias;     /* per output column, or NULL */
 } Linear;
 
@@ -63,7 +64,7 @@ typedef struct {
 /* A strided (R, H, T, E) view of keys or values: element (r, h, t, e) is at base[r*sr + h*sh + t*st + e]. */
 typedef struct { float *base; int64_t sr, sh, st; } Heads;
 
-int engine_abi(void) { return 2; }
+int engine_abi(void) { return 4; }
 
 int engine_cpu_supported(void) {
     __builtin_cpu_init();
@@ -148,43 +149,71 @@ static inline void epilogue(float *y, __m256 v, const float *bias, int mode) {
 FLOAT_TILE(4)
 FLOAT_TILE(1)
 
-#define INT8_TILE(MR)                                                                                      \
-    static void int8_tile_##MR(const Linear *L, const uint8_t *xq, const float *xs, int64_t m0, int64_t nb, \
-                               float *y, int64_t ldy, int mode) {                                         \
-        const int64_t k = L->k, quads = k / 4;                                                             \
-        const int8_t *w0 = L->wq + nb * k * 8, *w1 = w0 + k * 8;                                            \
-        const __m256i ones = _mm256_set1_epi16(1);                                                         \
-        __m256i acc[MR][2];                                                                                \
-        for (int r = 0; r < MR; r++) acc[r][0] = acc[r][1] = _mm256_setzero_si256();                       \
-        for (int64_t i = 0; i < quads; i++) {                                                              \
-            __m256i a = _mm256_loadu_si256((const __m256i *)(w0 + i * 32));                                 \
-            __m256i b = _mm256_loadu_si256((const __m256i *)(w1 + i * 32));                                 \
-            for (int r = 0; r < MR; r++) {                                                                 \
-                int32_t four;                                                                              \
-                memcpy(&four, xq + (m0 + r) * k + i * 4, 4);                                               \
-                __m256i xb = _mm256_set1_epi32(four);                                                      \
-                acc[r][0] = _mm256_add_epi32(acc[r][0], _mm256_madd_epi16(_mm256_maddubs_epi16(xb, a), ones)); \
-                acc[r][1] = _mm256_add_epi32(acc[r][1], _mm256_madd_epi16(_mm256_maddubs_epi16(xb, b), ones)); \
-            }                                                                                              \
-        }                                                                                                  \
-        const float *bias = L->bias ? L->bias + nb * 8 : NULL;                                            \
-        __m256 s0 = _mm256_loadu_ps(L->scale + nb * 8), s1 = _mm256_loadu_ps(L->scale + nb * 8 + 8);       \
-        __m256i o0 = _mm256_loadu_si256((const __m256i *)(L->offset + nb * 8));                             \
-        __m256i o1 = _mm256_loadu_si256((const __m256i *)(L->offset + nb * 8 + 8));                         \
-        for (int r = 0; r < MR; r++) {                                                                     \
-            __m256 rs = _mm256_set1_ps(xs[m0 + r]);                                                        \
-            float *yr = y + (m0 + r) * ldy + nb * 8;                                                       \
-            __m256 d0 = _mm256_cvtepi32_ps(_mm256_sub_epi32(acc[r][0], o0));                               \
-            __m256 d1 = _mm256_cvtepi32_ps(_mm256_sub_epi32(acc[r][1], o1));                               \
-            epilogue(yr, _mm256_mul_ps(_mm256_mul_ps(d0, s0), rs), bias, mode);                            \
-            epilogue(yr + 8, _mm256_mul_ps(_mm256_mul_ps(d1, s1), rs), bias ? bias + 8 : NULL, mode);      \
-        }                                                                                                  \
-    }
-INT8_TILE(4)
-INT8_TILE(1)
+/* The int8 epilogue of one row: y = acc * column scale * row scale (+ bias), then `mode`. */
+static inline void int8_store(const Linear *L, int64_t nb, __m256i acc0, __m256i acc1, float row_scale, float *yr, int mode) {
+    const float *bias = L->bias ? L->bias + nb * 8 : NULL;
+    __m256 rs = _mm256_set1_ps(row_scale);
+    __m256 d0 = _mm256_cvtepi32_ps(acc0), d1 = _mm256_cvtepi32_ps(acc1);
+    epilogue(yr, _mm256_mul_ps(_mm256_mul_ps(d0, _mm256_loadu_ps(L->scale + nb * 8)), rs), bias, mode);
+    epilogue(yr + 8, _mm256_mul_ps(_mm256_mul_ps(d1, _mm256_loadu_ps(L->scale + nb * 8 + 8)), rs), bias ? bias + 8 : NULL, mode);
+}
 
-/* Each row scaled by its own largest magnitude onto [-63, 63], rounded to nearest (even), plus 64. */
-static void quantize_rows(const float *x, int64_t rows, int64_t k, uint8_t *q, float *scale) {
+static inline __m256i broadcast4(const int8_t *p) {
+    int32_t four;
+    memcpy(&four, p, 4);
+    return _mm256_set1_epi32(four);
+}
+
+/* One row's 8 inputs k..k+7 (two quads, broadcast: x0, x1 and their magnitudes m0, m1) against one
+   block's weights for them (w0, w1): the 8 columns' partial dot products, added into acc. */
+#define DOT8(acc, x0, m0, x1, m1, w0, w1)                                                             \
+    acc = _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_add_epi16(                                  \
+        _mm256_maddubs_epi16(m0, _mm256_sign_epi8(w0, x0)), _mm256_maddubs_epi16(m1, _mm256_sign_epi8(w1, x1))), ones))
+
+/* Rows m0..m0+MR-1 (MR <= 2 here, named accumulators so that GCC keeps them in registers) against
+   the 16 columns of blocks nb, nb+1; every row gets the same arithmetic whatever the tile. */
+static void int8_tile_2(const Linear *L, const int8_t *xq, const float *xs, int64_t m0, int64_t nb,
+                        float *y, int64_t ldy, int mode) {
+    const int64_t k = L->k;
+    const int8_t *wa = L->wq + nb * k * 8, *wb = wa + k * 8, *r0 = xq + m0 * k, *r1 = r0 + k;
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256i a00 = _mm256_setzero_si256(), a01 = a00, a10 = a00, a11 = a00;
+    for (int64_t i = 0; i < k; i += 8) {
+        __m256i wa0 = _mm256_loadu_si256((const __m256i *)(wa + i * 8)), wa1 = _mm256_loadu_si256((const __m256i *)(wa + i * 8 + 32));
+        __m256i wb0 = _mm256_loadu_si256((const __m256i *)(wb + i * 8)), wb1 = _mm256_loadu_si256((const __m256i *)(wb + i * 8 + 32));
+        __m256i x0 = broadcast4(r0 + i), x1 = broadcast4(r0 + i + 4), m0 = _mm256_abs_epi8(x0), m1 = _mm256_abs_epi8(x1);
+        DOT8(a00, x0, m0, x1, m1, wa0, wa1);
+        DOT8(a01, x0, m0, x1, m1, wb0, wb1);
+        x0 = broadcast4(r1 + i), x1 = broadcast4(r1 + i + 4), m0 = _mm256_abs_epi8(x0), m1 = _mm256_abs_epi8(x1);
+        DOT8(a10, x0, m0, x1, m1, wa0, wa1);
+        DOT8(a11, x0, m0, x1, m1, wb0, wb1);
+    }
+    int8_store(L, nb, a00, a01, xs[m0], y + m0 * ldy + nb * 8, mode);
+    int8_store(L, nb, a10, a11, xs[m0 + 1], y + (m0 + 1) * ldy + nb * 8, mode);
+}
+
+/* A single row (greedy search at batch 1) is bound by the weights' bytes, not by multiplies, and
+   does better with fewer instructions per weight: its inputs go in as q + 64, in [1, 127] and so
+   unsigned, straight into maddubs, and 64 * (the column's sum of q) is taken off the exact sum.
+   Same integers as int8_tile_2, so the same bits. */
+static void int8_tile_1(const Linear *L, const int8_t *xq, const float *xs, int64_t m0, int64_t nb,
+                        float *y, int64_t ldy, int mode) {
+    const int64_t k = L->k;
+    const int8_t *wa = L->wq + nb * k * 8, *wb = wa + k * 8, *r0 = xq + m0 * k;
+    const __m256i ones = _mm256_set1_epi16(1), shift = _mm256_set1_epi8(64);
+    __m256i a00 = _mm256_setzero_si256(), a01 = a00;
+    for (int64_t i = 0; i < k; i += 4) {
+        __m256i u = _mm256_add_epi8(broadcast4(r0 + i), shift);
+        a00 = _mm256_add_epi32(a00, _mm256_madd_epi16(_mm256_maddubs_epi16(u, _mm256_loadu_si256((const __m256i *)(wa + i * 8))), ones));
+        a01 = _mm256_add_epi32(a01, _mm256_madd_epi16(_mm256_maddubs_epi16(u, _mm256_loadu_si256((const __m256i *)(wb + i * 8))), ones));
+    }
+    a00 = _mm256_sub_epi32(a00, _mm256_loadu_si256((const __m256i *)(L->offset + nb * 8)));
+    a01 = _mm256_sub_epi32(a01, _mm256_loadu_si256((const __m256i *)(L->offset + nb * 8 + 8)));
+    int8_store(L, nb, a00, a01, xs[m0], y + m0 * ldy + nb * 8, mode);
+}
+
+/* Each row scaled by its own largest magnitude onto [-63, 63], rounded to nearest (even). */
+static void quantize_rows(const float *x, int64_t rows, int64_t k, int8_t *q, float *scale) {
     for (int64_t r = 0; r < rows; r++) {
         const float *xr = x + r * k;
         __m256 m = _mm256_setzero_ps();
@@ -196,11 +225,10 @@ static void quantize_rows(const float *x, int64_t rows, int64_t k, uint8_t *q, f
         float s = amax > 0.0f ? amax / 63.0f : 1.0f;
         scale[r] = s;
         __m256 inv = _mm256_set1_ps(1.0f / s);
-        const __m256i zero_point = _mm256_set1_epi32(64);
         for (int64_t i = 0; i < k; i += 8) {
-            __m256i v = _mm256_add_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(xr + i), inv)), zero_point);
+            __m256i v = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(xr + i), inv));  /* |v| <= 63 */
             __m128i w = _mm_packs_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-            _mm_storel_epi64((__m128i *)(q + r * k + i), _mm_packus_epi16(w, w));  /* 1..127 */
+            _mm_storel_epi64((__m128i *)(q + r * k + i), _mm_packs_epi16(w, w));
         }
     }
 }
@@ -209,13 +237,13 @@ static void quantize_rows(const float *x, int64_t rows, int64_t k, uint8_t *q, f
 static void linear(const Linear *L, const float *x, int64_t rows, float *y, int64_t ldy, int mode, int threads) {
     const int64_t pairs = L->n / 16;
     if (L->int8) {
-        uint8_t *xq = malloc((size_t)(rows * L->k));
+        int8_t *xq = malloc((size_t)(rows * L->k));
         float *xs = malloc((size_t)rows * sizeof(float));
         quantize_rows(x, rows, L->k, xq, xs);
 #pragma omp parallel for schedule(static) num_threads(threads)
         for (int64_t p = 0; p < pairs; p++) {
             int64_t m = 0;
-            for (; m + 4 <= rows; m += 4) int8_tile_4(L, xq, xs, m, 2 * p, y, ldy, mode);
+            for (; m + 2 <= rows; m += 2) int8_tile_2(L, xq, xs, m, 2 * p, y, ldy, mode);
             for (; m < rows; m++) int8_tile_1(L, xq, xs, m, 2 * p, y, ldy, mode);
         }
         free(xq);
@@ -228,6 +256,42 @@ static void linear(const Linear *L, const float *x, int64_t rows, float *y, int6
         for (; m + 4 <= rows; m += 4) float_tile_4(L, x, m, 2 * p, y, ldy, mode);
         for (; m < rows; m++) float_tile_1(L, x, m, 2 * p, y, ldy, mode);
     }
+}
+
+/* e^x for 8 floats: Cephes' expf (range reduction by ln 2, degree-5 polynomial), within 2 ulp.
+   Used for the output softmax, where libm's scalar expf would cost more than the projection. */
+static inline __m256 exp8(__m256 x) {
+    x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.3f)), _mm256_set1_ps(88.3f));
+    __m256 n = _mm256_floor_ps(_mm256_add_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)), _mm256_set1_ps(0.5f)));
+    x = _mm256_sub_ps(x, _mm256_mul_ps(n, _mm256_set1_ps(0.693359375f)));
+    x = _mm256_sub_ps(x, _mm256_mul_ps(n, _mm256_set1_ps(-2.12194440e-4f)));
+    __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+    p = _mm256_fmadd_ps(p, x, _mm256_set1_ps(1.3981999507e-3f));
+    p = _mm256_fmadd_ps(p, x, _mm256_set1_ps(8.3334519073e-3f));
+    p = _mm256_fmadd_ps(p, x, _mm256_set1_ps(4.1665795894e-2f));
+    p = _mm256_fmadd_ps(p, x, _mm256_set1_ps(1.6666665459e-1f));
+    p = _mm256_fmadd_ps(p, x, _mm256_set1_ps(5.0000001201e-1f));
+    p = _mm256_fmadd_ps(p, _mm256_mul_ps(x, x), _mm256_add_ps(x, _mm256_set1_ps(1.0f)));
+    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+}
+
+/* In place, the first n values of a row become log_softmax of themselves. */
+static void log_softmax_row(float *x, int64_t n) {
+    const int64_t whole = n / 8 * 8;
+    float m = -INFINITY, tail[8];
+    __m256 top = _mm256_set1_ps(-INFINITY);
+    for (int64_t i = 0; i < whole; i += 8) top = _mm256_max_ps(top, _mm256_loadu_ps(x + i));
+    _mm256_storeu_ps(tail, top);
+    for (int i = 0; i < 8; i++) m = tail[i] > m ? tail[i] : m;
+    for (int64_t i = whole; i < n; i++) m = x[i] > m ? x[i] : m;
+    __m256 vm = _mm256_set1_ps(m), total = _mm256_setzero_ps();
+    for (int64_t i = 0; i < whole; i += 8) total = _mm256_add_ps(total, exp8(_mm256_sub_ps(_mm256_loadu_ps(x + i), vm)));
+    for (int i = 0; i < 8; i++) tail[i] = whole + i < n ? x[whole + i] - m : -INFINITY;  /* exp8 clamps: ~1e-38 */
+    total = _mm256_add_ps(total, exp8(_mm256_loadu_ps(tail)));
+    const float shift = m + logf(hsum(total));
+    for (int64_t i = 0; i < whole; i += 8) _mm256_storeu_ps(x + i, _mm256_sub_ps(_mm256_loadu_ps(x + i), _mm256_set1_ps(shift)));
+    for (int64_t i = whole; i < n; i++) x[i] -= shift;
 }
 
 /* --- attention ----------------------------------------------------------------------------- */
@@ -316,7 +380,7 @@ int engine_cross_kv(const Model *M, int64_t layer, const float *memory, int64_t 
 
 /* Row r feeds token ids[r] at position pos[r]: its key and value go into the self-attention cache at
    pos[r], it attends to its positions 0..pos[r] and to its first src_len[r] source positions, and
-   its logits (V) go to logits[r]. self_w[l] / cross_w[l], when not NULL, receive the layer's weights
+   its log-probabilities (V, log_softmax of the logits) go to logits[r]. self_w[l] / cross_w[l], when not NULL, receive the layer's weights
    as (R, H, self_width) / (R, H, cross_width), zero past each row's own length. */
 int engine_decode_step(const Model *M, const int64_t *ids, const int64_t *pos, const int64_t *src_len, int64_t rows,
                        const Heads *self_k, const Heads *self_v, const Heads *cross_k, const Heads *cross_v,
@@ -373,6 +437,57 @@ int engine_decode_step(const Model *M, const int64_t *ids, const int64_t *pos, c
     }
     layer_norm(x, rows, d, M->decoder_norm, M->eps, hn);
     linear(&M->projection, hn, rows, logits, M->projection.n, STORE, threads);  /* n: vocab padded to whole tiles */
+#pragma omp parallel for schedule(static) num_threads(threads)
+    for (int64_t r = 0; r < rows; r++) log_softmax_row(logits + r * M->projection.n, M->vocab);
     free(x); free(hn); free(qkv); free(ctx); free(ff); free(scores);
+    return 0;
+}
+
+/* One linear layer on its own: y (rows, n) = x (rows, k) W^T + b. For tests and measurements. */
+int engine_linear(const Linear *L, const float *x, int64_t rows, float *y, int64_t threads) {
+    linear(L, x, rows, y, L->n, STORE, (int)threads);
+    return 0;
+}
+
+/* Beam search's cache reorder: dst[l, r] = src[l, index[r]] for r < rows, positions 0..n-1 only, where
+   src is (L, src_rows, H, src_cap, E) and dst (L, rows, H, dst_cap, E). One copy of what was written,
+   not of the whole preallocated buffer. */
+int engine_gather_rows(const float *src, float *dst, const int64_t *index, int64_t rows, int64_t layers, int64_t src_rows,
+                       int64_t heads, int64_t src_cap, int64_t dst_cap, int64_t n, int64_t e, int64_t threads) {
+#pragma omp parallel for schedule(static) num_threads((int)threads)
+    for (int64_t lr = 0; lr < layers * rows; lr++) {
+        int64_t l = lr / rows, r = lr % rows;
+        for (int64_t h = 0; h < heads; h++)
+            memcpy(dst + ((l * rows + r) * heads + h) * dst_cap * e, src + ((l * src_rows + index[r]) * heads + h) * src_cap * e,
+                   (size_t)(n * e) * sizeof(float));
+    }
+    return 0;
+}
+
+/* Per row of x (rows, n, row stride ld): its k largest values, largest first, and their columns; of
+   equal values the first column wins. A scan against the current k-th value, 8 columns at a time,
+   touches the short list only when a column beats it (PyTorch's topk sorts far more). */
+int engine_topk(const float *x, int64_t rows, int64_t n, int64_t ld, int64_t k, float *values, int64_t *ids, int64_t threads) {
+#pragma omp parallel for schedule(static) num_threads((int)threads)
+    for (int64_t r = 0; r < rows; r++) {
+        const float *xr = x + r * ld;
+        float *v = values + r * k;
+        int64_t *id = ids + r * k, filled = 0;
+        for (int64_t i = 0; i < k; i++) { v[i] = -INFINITY; id[i] = -1; }
+        for (int64_t i = 0; i < n; i += 8) {
+            if (i + 8 <= n && filled == k) {
+                __m256 beats = _mm256_cmp_ps(_mm256_loadu_ps(xr + i), _mm256_set1_ps(v[k - 1]), _CMP_GT_OQ);
+                if (!_mm256_movemask_ps(beats)) continue;
+            }
+            for (int64_t j = i; j < i + 8 && j < n; j++) {
+                float value = xr[j];
+                if (filled == k && !(value > v[k - 1])) continue;
+                int64_t at = filled < k ? filled++ : k - 1;
+                while (at > 0 && value > v[at - 1]) { v[at] = v[at - 1]; id[at] = id[at - 1]; at--; }
+                v[at] = value;
+                id[at] = j;
+            }
+        }
+    }
     return 0;
 }

@@ -33,7 +33,7 @@ SOURCE = Path(__file__).with_name("engine.c")
 # (fused in one tile and not in another, a row's bits depended on its place in the batch).
 FLAGS = ["-O3", "-mavx2", "-mfma", "-ffp-contract=off", "-fopenmp", "-fPIC", "-shared"]
 MAX_LAYERS = 16
-ABI = 2
+ABI = 4
 c_float_p, c_int8_p, c_int64_p = ctypes.POINTER(ctypes.c_float), ctypes.POINTER(ctypes.c_int8), ctypes.POINTER(ctypes.c_int64)
 
 
@@ -143,6 +143,10 @@ def library() -> ctypes.CDLL:
                                        ctypes.POINTER(_Heads), ctypes.POINTER(_Heads), ctypes.POINTER(_Heads),
                                        ctypes.POINTER(_Heads), ctypes.POINTER(c_float_p), ctypes.c_int64,
                                        ctypes.POINTER(c_float_p), ctypes.c_int64, c_float_p]
+    lib.engine_gather_rows.argtypes = [c_float_p, c_float_p, c_int64_p] + [ctypes.c_int64] * 9
+    lib.engine_topk.argtypes = [c_float_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, c_float_p,
+                                c_int64_p, ctypes.c_int64]
+    lib.engine_linear.argtypes = [ctypes.POINTER(_Linear), c_float_p, ctypes.c_int64, c_float_p, ctypes.c_int64]
     _library = lib
     return lib
 
@@ -188,6 +192,7 @@ class Engine:
         with torch.no_grad():
             self.struct = self._model_struct(model)
         self._source_lengths: tuple[torch.Tensor | None, torch.Tensor | None] = (None, None)
+        self._views: dict[tuple, ctypes.Array] = {}
 
     def __deepcopy__(self, memo) -> None:
         # ctypes pointers cannot be copied; a copied model gets no engine (attach one to it if wanted).
@@ -207,7 +212,7 @@ class Engine:
             q = torch.round(w / scale[:, None]).clamp_(-127, 127).to(torch.int8)
             spec.wq = _ptr(self._hold(q.view(n // 8, 8, k // 4, 4).permute(0, 2, 1, 3)), c_int8_p)
             spec.scale = _ptr(self._hold(scale))
-            # The inputs arrive as q + 64 (model/engine.c): 64 times each column's sum is taken back off.
+            # A single row's inputs go in as q + 64 (model/engine.c): 64 times each column's sum is taken back off.
             spec.offset = _ptr(self._hold(64 * q.sum(dim=1, dtype=torch.int32)), ctypes.POINTER(ctypes.c_int32))
         else:
             spec.wf = _ptr(self._hold(w.view(n // 8, 8, k).transpose(1, 2)))
@@ -244,10 +249,16 @@ class Engine:
         s.projection = self._linear(torch.cat([weight, weight.new_zeros(self.vocab_tiles - cfg.vocab_size, cfg.d_model)]), None)
         return s
 
-    def _struct(self) -> ctypes.c_void_p:
+    def _call(self, name: str, *args) -> None:
+        """engine_<name>(model, *args); named for torch.profiler, which cannot see inside C."""
         # The caller's torch thread count, read per call: the server decodes on its own thread.
         self.struct.threads = torch.get_num_threads()
-        return ctypes.byref(self.struct)
+        call = getattr(self.lib, f"engine_{name}")
+        if not torch.autograd._profiler_enabled():  # record_function costs tens of microseconds
+            call(ctypes.byref(self.struct), *args)
+            return
+        with torch.profiler.record_function(f"engine.{name}"):
+            call(ctypes.byref(self.struct), *args)
 
     # --- the calls Transformer makes -------------------------------------------------------------
 
@@ -259,7 +270,7 @@ class Engine:
         memory = torch.empty(b, s, self.cfg.d_model)
         weights = {l: torch.zeros(b, self.cfg.n_heads, s, s) for l in sorted(layers)}
         pointers = (c_float_p * self.cfg.encoder_layers)(*[_ptr(weights.get(l)) for l in range(self.cfg.encoder_layers)])
-        self.lib.engine_encode(self._struct(), _ptr(src, c_int64_p), b, s, _ptr(lengths, c_int64_p), _ptr(memory), pointers)
+        self._call("encode", _ptr(src, c_int64_p), b, s, _ptr(lengths, c_int64_p), _ptr(memory), pointers)
         return memory, padding_mask(src, self.cfg.pad_id), weights
 
     def cross_kv(self, memory: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -270,32 +281,77 @@ class Engine:
         out = []
         for layer in range(self.cfg.decoder_layers):
             kv = torch.empty(r, s, 2 * d)
-            self.lib.engine_cross_kv(self._struct(), layer, _ptr(memory), r * s, _ptr(kv))
+            self._call("cross_kv", layer, _ptr(memory), r * s, _ptr(kv))
             out.append((kv[..., :d].view(r, s, h, e).transpose(1, 2), kv[..., d:].view(r, s, h, e).transpose(1, 2)))
         return out
 
     def decode_step(self, tgt, memory, src_mask, cache, offset, self_layers, cross_layers):
-        """Transformer.decode for one cached step: logits (R, 1, V) and the attention weights asked for."""
+        """Transformer.decode for one cached step: log-probabilities (R, 1, V), which are logits already
+        normalised (DecoderOutput.normalized), and the attention weights asked for."""
         rows, tgt = tgt.size(0), tgt.contiguous()  # held here: C reads its memory
         if cache.cross(0) is None:
             for layer, kv in enumerate(self.cross_kv(memory)):
                 cache.set_cross(layer, *kv)
         pos = offset.to(torch.int64).contiguous() if torch.is_tensor(offset) else torch.full((rows,), int(offset), dtype=torch.int64)
         src_len = self._lengths_of(src_mask)
-        self_k, self_v = cache.self_kv()
-        heads = lambda make: (_Heads * self.cfg.decoder_layers)(*[make(l) for l in range(self.cfg.decoder_layers)])
-        sk, sv = heads(lambda l: _heads(self_k[l])), heads(lambda l: _heads(self_v[l]))
+        sk, sv = (self._heads_of(buffer) for buffer in cache.self_kv())
         cross = [cache.cross(l) for l in range(self.cfg.decoder_layers)]
-        ck, cv = heads(lambda l: _heads(cross[l][0])), heads(lambda l: _heads(cross[l][1]))
+        ck, cv = self._heads_of([k for k, _ in cross]), self._heads_of([v for _, v in cross])
         self_width = int(pos.max()) + 1 if self_layers else 0
         self_w = {l: torch.zeros(rows, self.cfg.n_heads, 1, self_width) for l in sorted(self_layers)}
         cross_w = {l: torch.zeros(rows, self.cfg.n_heads, 1, src_mask.size(-1)) for l in sorted(cross_layers)}
         logits = torch.empty(rows, 1, self.vocab_tiles)
-        self.lib.engine_decode_step(
-            self._struct(), _ptr(tgt, c_int64_p), _ptr(pos, c_int64_p), _ptr(src_len, c_int64_p), rows,
+        self._call(
+            "decode_step", _ptr(tgt, c_int64_p), _ptr(pos, c_int64_p), _ptr(src_len, c_int64_p), rows,
             sk, sv, ck, cv, self._weight_pointers(self_w), self_width, self._weight_pointers(cross_w), src_mask.size(-1),
             _ptr(logits))
-        return logits[..., : self.cfg.vocab_size], DecoderOutput(None, self_w, cross_w)
+        return logits[..., : self.cfg.vocab_size], DecoderOutput(None, self_w, cross_w, normalized=True)
+
+    def gather_rows(self, src: torch.Tensor, index: torch.Tensor, n: int, out: torch.Tensor | None = None) -> torch.Tensor:
+        """For a KV cache (L, R, H, T, E): rows `index` of `src`, their first `n` positions copied (in C,
+        one copy, all threads) into `out` (reused when its shape fits, else a new buffer)."""
+        layers, src_rows, heads, cap, e = src.shape
+        shape = (layers, len(index), heads, cap, e)
+        if out is None or out.shape != shape:
+            out = src.new_empty(shape)
+        index = index.to(torch.int64).contiguous()
+        self.lib.engine_gather_rows(_ptr(src), _ptr(out), _ptr(index, c_int64_p), len(index), layers, src_rows, heads,
+                                    cap, cap, n, e, torch.get_num_threads())
+        return out
+
+    def topk(self, x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """`x.topk(k, dim=-1)` for float32 (R, V) with a contiguous last dimension, in C: largest first,
+        the first column winning ties; columns that are -inf throughout come back as -1."""
+        if x.dtype != torch.float32 or x.stride(-1) != 1 or x.dim() != 2:
+            return x.topk(k, dim=-1)
+        rows, n = x.shape
+        values, ids = torch.empty(rows, k), torch.empty(rows, k, dtype=torch.int64)
+        self.lib.engine_topk(_ptr(x), rows, n, x.stride(0), k, _ptr(values), _ptr(ids, c_int64_p), torch.get_num_threads())
+        return values, ids
+
+    def linear(self, spec: _Linear, x: torch.Tensor) -> torch.Tensor:
+        """One packed linear layer (e.g. `self.struct.projection`) applied to x (rows, k): for tests and benchmarks."""
+        x = x.float().contiguous()
+        y = torch.empty(x.size(0), spec.n)
+        self.lib.engine_linear(ctypes.byref(spec), _ptr(x), x.size(0), _ptr(y), torch.get_num_threads())
+        return y
+
+    def _heads_of(self, layers) -> ctypes.Array:
+        """The C view of keys or values: one (L, R, H, T, E) buffer, or a list of (R, H, T, E) per layer.
+
+        Kept while the same buffers come back (a beam search alternates between two), as building
+        the ctypes array costs more per step than the C attention that reads it.
+        """
+        tensors = [layers[l] for l in range(len(layers))] if not torch.is_tensor(layers) else None
+        key = (layers.data_ptr(), layers.shape, layers.stride()) if tensors is None else \
+            tuple((t.data_ptr(), t.shape, t.stride()) for t in tensors)
+        found = self._views.get(key)
+        if found is None:
+            if len(self._views) > 16:
+                self._views.clear()
+            parts = tensors if tensors is not None else [layers[l] for l in range(layers.size(0))]
+            found = self._views[key] = (_Heads * len(parts))(*[_heads(t) for t in parts])
+        return found
 
     def _weight_pointers(self, weights: dict[int, torch.Tensor]):
         if not weights:

@@ -362,6 +362,9 @@ class DecoderOutput:
     hidden: torch.Tensor | None  # (B, T, D); None from the engine, which projects it in C
     self_attention: dict[int, torch.Tensor]  # layer -> (B, H, T, T_total)
     cross_attention: dict[int, torch.Tensor]  # layer -> (B, H, T, S)
+    # The logits returned beside it are already log-probabilities (the engine applies log_softmax
+    # in C), so a caller that needs them can skip its own pass over the vocabulary.
+    normalized: bool = False
 
 
 class Decoder(nn.Module):

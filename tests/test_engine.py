@@ -46,7 +46,8 @@ def test_the_float_engine_computes_what_pytorch_computes():
             (want_logits, w_out), (got_logits, g_out) = (
                 m.decode(tokens, want, want_mask, cache, offset=t, self_layers=frozenset({0, 1}), cross_layers=frozenset({1}))
                 for m, cache in zip((model, fast), caches))
-            torch.testing.assert_close(got_logits, want_logits, atol=2e-5, rtol=0)
+            assert g_out.normalized and not w_out.normalized  # the engine's logits are log-probabilities
+            torch.testing.assert_close(got_logits, want_logits.log_softmax(-1), atol=2e-5, rtol=0)
             assert got_logits.shape == (3, 1, model.cfg.vocab_size)
             torch.testing.assert_close(g_out.cross_attention[1], w_out.cross_attention[1], atol=2e-6, rtol=0)
             for layer in (0, 1):
@@ -54,6 +55,26 @@ def test_the_float_engine_computes_what_pytorch_computes():
             for cache in caches:
                 cache.advance()
             tokens = want_logits[:, -1].argmax(-1, keepdim=True)
+
+
+@pytest.mark.parametrize("rows", [1, 2, 5])  # one row, pairs of rows, and both kernels in one call
+def test_an_int8_linear_is_the_exact_integer_product_scaled(rows):
+    """Each input row on a 7-bit grid of its own, weights on 8 bits per column, integer sums exact."""
+    torch.manual_seed(rows)
+    linear = torch.nn.Linear(64, 48)
+    spec_of = engine.Engine(tiny_model(seed=1), int8=True)
+    spec = spec_of._linear(linear.weight, linear.bias)
+    x = torch.randn(rows, 64) * torch.logspace(-2, 2, rows)[:, None]  # rows of very different ranges
+    got = spec_of.linear(spec, x)
+    w = linear.weight.detach()
+    w_scale = w.abs().amax(dim=1) / 127
+    w_q = torch.round(w / w_scale[:, None]).clamp(-127, 127)
+    x_scale = x.abs().amax(dim=1) / 63
+    x_q = torch.round(x * (1 / x_scale)[:, None])  # the C side multiplies by the reciprocal too
+    exact = (x_q.double() @ w_q.double().t()).float()  # integers below 2^24: exact in float32
+    want = exact * w_scale * x_scale[:, None] + linear.bias.detach()
+    assert torch.equal(got, want)
+    torch.testing.assert_close(got, linear(x).detach(), atol=0.05 * float(x.abs().max()), rtol=0.05)
 
 
 def test_int8_engine_approximates_the_float_model():
