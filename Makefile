@@ -14,6 +14,7 @@ $(BIN)/python:
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -e '.[dev]'
+	@$(BIN)/python -m model.engine >/dev/null 2>&1 || echo "model/engine.c not built (no C compiler or no AVX2): PyTorch alone will run the models"
 	touch $@
 
 setup: $(VENV)/.installed

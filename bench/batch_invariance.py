@@ -10,7 +10,8 @@ company), and through the running batch of `model.continuous` (8 sources join be
 while fewer than 32 run). For int8 weights (the CPU default, `model.quantize`) and float32 it
 prints, per way, the share of sentences whose every token id and every probability equal the
 alone run's, the share with the same tokens, and the largest probability difference, and names the
-CPU. Writes bench/results/batch_invariance.json.
+CPU. Both run on the C engine (model.engine) where it can run, as the service does; --engine torch
+measures PyTorch alone. Writes bench/results/batch_invariance.json.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from model.continuous import ContinuousGreedy, Request
 from model.data import read_split
 from model.decoding import DecodeOptions, Hypothesis, decode, right_padded
 from model.decoding import special_ids
+from model.engine import attach
 from model.quantize import quantize_int8
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -91,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=ROOT / "data" / "all" / "splits")
     parser.add_argument("--sentences", type=int, default=1000)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--engine", choices=("c", "torch"), default="c",
+                        help="c: both precisions run on model.engine where it can (as the service does); torch: PyTorch only")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     loaded = load(args.weights)
@@ -100,7 +104,11 @@ def main(argv: list[str] | None = None) -> int:
     cpu = cpu_info()
     print(f"{len(sources)} test sentences, greedy, on {cpu['model_name']} (AVX-512: {cpu['avx512']})")
     results = {}
-    for precision, model in (("int8", quantize_int8(loaded.model)), ("float32", loaded.model)):
+    use_engine = args.engine == "c"
+    int8 = quantize_int8(loaded.model, engine=use_engine)
+    engine = "c" if use_engine and attach(loaded.model, int8=False) else "torch"
+    print(f"engine: {engine}")
+    for precision, model in (("int8", int8), ("float32", loaded.model)):
         with torch.inference_mode():
             alone = static(model, sources, 1, options, special)
             ways = {"static_batch_8": static(model, sources, 8, options, special),
@@ -112,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"{figures['same_tokens_share']:7.1%}  largest probability difference {figures['max_probability_difference']:.2e}")
     path = write_result("batch_invariance", {
         "command": "python -m bench.batch_invariance " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "sentences": len(sources), "strategy": "greedy", "cpu_info": cpu, "results": results,
+        "sentences": len(sources), "strategy": "greedy", "cpu_info": cpu, "engine": engine, "results": results,
     })
     print(f"wrote {path}")
     return 0

@@ -46,9 +46,9 @@ def _assert_same(got, want, layers=(), exact=False):
                                        atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize("int8", [False, True])
+@pytest.mark.parametrize("int8", [False, True, "pytorch"])  # "pytorch": int8 without the C engine
 def test_rows_joining_at_different_steps_decode_as_they_would_alone(trained, sources, int8):
-    model = quantize_int8(trained) if int8 else trained
+    model = quantize_int8(trained, engine=int8 is True) if int8 else trained
     options = DecodeOptions(strategy="greedy", max_new_tokens=12, top_k=3, cross_attention_layers=(0, 1))
     requests = [Request(ids, options, tag=i) for i, ids in enumerate(sources)]
     # Two start, two join after two steps, the rest after five (some of the first have left by then).

@@ -38,10 +38,13 @@ def test_a_row_gets_the_same_output_whatever_shares_its_batch():
         torch.testing.assert_close(alone, linear(quiet), atol=2e-4, rtol=0.02)
 
 
+@pytest.mark.parametrize("engine", [True, False], ids=["engine", "pytorch"])
 @pytest.mark.parametrize("strategy", ["greedy", "beam"])
-def test_int8_decoding_of_a_padded_source_equals_decoding_it_alone(trained, strategy):
-    """The service batches strangers' requests: their company must not change a translation."""
-    quantized = quantize_int8(trained)
+def test_int8_decoding_of_a_padded_source_equals_decoding_it_alone(trained, strategy, engine):
+    """The service batches strangers' requests: their company must not change a translation (on the
+    C engine where it runs, and on PyTorch's int8 layers, the path without it)."""
+    quantized = quantize_int8(trained, engine=engine)
+    assert quantized.engine is None or engine
     src, _ = copy_task_batch(torch.Generator().manual_seed(11), 6)
     options = DecodeOptions(strategy=strategy, beam_size=3, max_new_tokens=12, top_k=2, cross_attention_layers=(1,))
     batched = decode(quantized, src, options, SPECIAL)
