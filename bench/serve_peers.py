@@ -175,7 +175,6 @@ def main(argv: list[str] | None = None) -> int:
     rate = {key: run["requests_per_s"] for key, run in best.items()}
     out = args.out or RESULTS
     out.mkdir(parents=True, exist_ok=True)
-    plot(list(best.values()), out / "serve_peers.png")
     result = {
         "model": served["name"], "device": served["device"], "dtype": served["dtype"],
         "quantization": served["quantization"], "strategy": "greedy",
@@ -190,7 +189,8 @@ def main(argv: list[str] | None = None) -> int:
         "plot": "serve_peers.png",
         "command": " ".join(["python -m bench.serve_peers", *(sys.argv[1:] if argv is None else argv)]),
     }
-    path = write_result("serve_peers", result, out)
+    path = write_result("serve_peers", result, out)  # before the plot, so a missing matplotlib loses no figure
+    plot(list(best.values()), out / "serve_peers.png")
     print(f"at 8 clients: ours {result['ours_rps_8']} requests/s, Apertium {result['apertium_rps_8']}; wrote {path} "
           f"and {out / 'serve_peers.png'}")
     return 0

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from model.decoding import DecodeOptions, Hypothesis, SpecialIds, Step, TopToken, right_padded
+from model.decoding import DecodeOptions, Hypothesis, SpecialIds, Step, TopToken, right_padded, top_of
 from model.transformer import Transformer
 
 GROW = 32  # cache positions added at a time when the longest row outgrows the buffer
@@ -174,7 +174,7 @@ class ContinuousGreedy:
         self.cache.advance()
         logp = logits[:, -1].float() if out.normalized else torch.log_softmax(logits[:, -1].float(), dim=-1)
         logp[:, self.special.forbidden] = float("-inf")  # after the softmax, as greedy does
-        self.tokens = logp.argmax(dim=-1)
+        self.tokens = top_of(self.model, logp, 1)[1][:, 0]  # the argmax (first of equals), in C with the engine
         self._record(logp, {l: w[:, :, -1, :].float() for l, w in out.cross_attention.items()},
                      {l: w[:, :, -1, :].float() for l, w in out.self_attention.items()})
         return self._leave()
@@ -191,7 +191,7 @@ class ContinuousGreedy:
         k = max(row.request.options.top_k for row in self.rows)
         top_p, top_i = [], []
         if k:
-            top_lp, top = logp.topk(k, dim=-1)
+            top_lp, top = top_of(self.model, logp, k)
             top_p, top_i = top_lp.exp().tolist(), top.tolist()
         for i, row in enumerate(self.rows):
             opts = row.request.options

@@ -330,7 +330,7 @@ def greedy(model: Transformer, src: torch.Tensor, opts: DecodeOptions, special: 
     running = torch.arange(b, device=src.device)  # the source row of every decoder row
     for t in range(opts.max_new_tokens):
         logp, out = run.step()
-        tokens = logp.argmax(dim=-1) if t >= len(opts.prefix) else torch.full_like(running, opts.prefix[t])
+        tokens = top_of(model, logp, 1)[1][:, 0] if t >= len(opts.prefix) else torch.full_like(running, opts.prefix[t])
         every_row = torch.arange(len(running), device=src.device)
         rec.push(_StepRecorder.current(logp, out, opts), every_row, tokens, at=running, size=b)
         run.append(tokens)
