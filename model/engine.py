@@ -266,6 +266,7 @@ class Engine:
         """Transformer.encode_with_attention: memory (B, S, D), its key mask, and the weights of `layers`."""
         src = src.contiguous()
         b, s = src.shape
+        self._check_ids(src, s)
         lengths = (src != self.cfg.pad_id).sum(dim=1).contiguous()
         memory = torch.empty(b, s, self.cfg.d_model)
         weights = {l: torch.zeros(b, self.cfg.n_heads, s, s) for l in sorted(layers)}
@@ -294,10 +295,15 @@ class Engine:
                 cache.set_cross(layer, *kv)
         pos = offset.to(torch.int64).contiguous() if torch.is_tensor(offset) else torch.full((rows,), int(offset), dtype=torch.int64)
         src_len = self._lengths_of(src_mask)
-        sk, sv = (self._heads_of(buffer) for buffer in cache.self_kv())
+        self_kv = cache.self_kv()
+        last = int(pos.max()) if rows else 0
+        if last >= self_kv[0].size(3):
+            raise ValueError(f"position {last} is past the cache's {self_kv[0].size(3)} positions")
+        self._check_ids(tgt, last + 1)
+        sk, sv = (self._heads_of(buffer) for buffer in self_kv)
         cross = [cache.cross(l) for l in range(self.cfg.decoder_layers)]
         ck, cv = self._heads_of([k for k, _ in cross]), self._heads_of([v for _, v in cross])
-        self_width = int(pos.max()) + 1 if self_layers else 0
+        self_width = last + 1 if self_layers else 0
         self_w = {l: torch.zeros(rows, self.cfg.n_heads, 1, self_width) for l in sorted(self_layers)}
         cross_w = {l: torch.zeros(rows, self.cfg.n_heads, 1, src_mask.size(-1)) for l in sorted(cross_layers)}
         logits = torch.empty(rows, 1, self.vocab_tiles)
@@ -352,6 +358,13 @@ class Engine:
             parts = tensors if tensors is not None else [layers[l] for l in range(layers.size(0))]
             found = self._views[key] = (_Heads * len(parts))(*[_heads(t) for t in parts])
         return found
+
+    def _check_ids(self, ids: torch.Tensor, positions: int) -> None:
+        """What PyTorch's embedding and positional table would refuse; C would read past its arrays."""
+        if positions > self.cfg.max_len:
+            raise ValueError(f"sequence of {positions} positions exceeds max_len={self.cfg.max_len}")
+        if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= self.cfg.vocab_size):
+            raise IndexError(f"token ids must lie in [0, {self.cfg.vocab_size})")
 
     def _weight_pointers(self, weights: dict[int, torch.Tensor]):
         if not weights:

@@ -147,3 +147,17 @@ def test_the_build_is_reused_while_the_source_is_unchanged(tmp_path):
     first = engine.build(tmp_path)
     stamp = first.stat().st_mtime_ns
     assert engine.build(tmp_path) == first and first.stat().st_mtime_ns == stamp
+
+
+def test_out_of_range_ids_and_positions_are_refused_not_read(trained):
+    """C would read past the embedding or the sinusoid table; PyTorch raises, and so does the engine."""
+    fast = with_engine(trained, int8=True)
+    with torch.inference_mode():
+        with pytest.raises(IndexError):
+            fast.encode(torch.tensor([[5, trained.cfg.vocab_size, SPECIAL.eos]]))
+        with pytest.raises(ValueError):
+            fast.encode(torch.full((1, trained.cfg.max_len + 1), 5))
+        memory, mask = fast.encode(torch.tensor([[5, 6, SPECIAL.eos]]))
+        cache = KVCache(fast, 1, 4, torch.device("cpu"), torch.float32)
+        with pytest.raises(ValueError):
+            fast.decode(torch.tensor([[SPECIAL.bos]]), memory, mask, cache, offset=4)  # the cache holds 0..3
