@@ -23,13 +23,14 @@ class Settings(BaseSettings):
     )
     quantize: Literal["auto", "none", "int8"] = Field(
         "auto", description="int8: int8 weights in every linear layer, each input row quantised on its own so a "
-        "translation never depends on what shares its batch (CPU only); about 2x the sentences/s of float32 for "
-        "at most 0.4 BLEU (bench/results/quality.json). auto: int8 on CPU, none on CUDA."
+        "translation never depends on what shares its batch (CPU only); on the C engine 1.3x (batches of 32) to 2.9x "
+        "(one at a time) the sentences/s of float32 on an AMD EPYC (bench/results/engine.json), for at most 0.3 BLEU "
+        "on any domain (bench/results/quality.json). auto: int8 on CPU, none on CUDA."
     )
     engine: Literal["auto", "torch"] = Field(
         "auto", description="auto: on an x86-64 CPU with AVX2 and a C compiler, models run on model/engine.c "
-        "(one C call per encoder pass and per decoder step, 2-3x the sentences/s of PyTorch alone); torch: "
-        "PyTorch only. GET /models says which each model uses."
+        "(one C call per encoder pass and per decoder step; 2.2-8.2x the sentences/s of PyTorch alone on an AMD "
+        "EPYC, bench/results/engine.json); torch: PyTorch only. GET /models says which each model uses."
     )
     torch_threads: int = Field(
         0, ge=0, description="CPU threads torch may use; 0 keeps its default (every core it sees, which in a "

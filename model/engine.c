@@ -17,8 +17,8 @@
      PyTorch's own int8 path, fbgemm's reduce_range). maddubs multiplies unsigned by signed bytes, so
      |q| goes in unsigned and q's sign moves onto the weight (sign_epi8). A product is at most
      63 * 127, so two maddubs results (four products) still fit int16 and are added before the one
-     widening multiply (madd): AVX2 CPUs issue these multiplies on one port, and this scheme needs
-     three per 64 products instead of four. The int32 sums are exact.
+     widening multiply (madd): the AMD EPYC (Zen 3) measured issues these multiplies on one port, and
+     this scheme needs three per 64 products instead of four. The int32 sums are exact.
    Shape legend as in model/transformer.py: R rows, S source length, D d_model, H heads, E head dim. */
 
 #include <immintrin.h>
@@ -329,6 +329,21 @@ static void attend(const float *q, const float *k, const float *v, int64_t st, i
     if (weights) memcpy(weights, scores, (size_t)n * sizeof(float));
 }
 
+/* The activations of one pass over `rows` rows: residual stream, normalised input, fused QKV,
+   attention context, feed-forward hidden layer, and per thread `width` attention scores. */
+typedef struct { float *x, *hn, *qkv, *ctx, *ff, *scores; } Scratch;
+
+static Scratch scratch_new(const Model *M, int64_t rows, int64_t width) {
+    const size_t row = (size_t)rows * sizeof(float);
+    Scratch s = {malloc(row * M->d), malloc(row * M->d), malloc(row * 3 * M->d), malloc(row * M->d),
+                 malloc(row * M->d_ff), malloc((size_t)(M->threads * width) * sizeof(float))};
+    return s;
+}
+
+static void scratch_free(Scratch s) {
+    free(s.x); free(s.hn); free(s.qkv); free(s.ctx); free(s.ff); free(s.scores);
+}
+
 /* --- encoder ------------------------------------------------------------------------------- */
 
 /* The valid tokens of every source, packed: `starts[b]` is the first packed row of source b and
@@ -340,12 +355,8 @@ int engine_encode(const Model *M, const int64_t *ids, int64_t batch, int64_t wid
     int64_t total = 0;
     int64_t *starts = malloc((size_t)batch * sizeof(int64_t));
     for (int64_t b = 0; b < batch; b++) { starts[b] = total; total += lengths[b]; }
-    float *x = malloc((size_t)(total * d) * sizeof(float));
-    float *hn = malloc((size_t)(total * d) * sizeof(float));
-    float *qkv = malloc((size_t)(total * 3 * d) * sizeof(float));
-    float *ctx = malloc((size_t)(total * d) * sizeof(float));
-    float *ff = malloc((size_t)(total * M->d_ff) * sizeof(float));
-    float *scores = malloc((size_t)(threads * width) * sizeof(float));
+    Scratch buffers = scratch_new(M, total, width);
+    float *x = buffers.x, *hn = buffers.hn, *qkv = buffers.qkv, *ctx = buffers.ctx, *ff = buffers.ff, *scores = buffers.scores;
     for (int64_t b = 0; b < batch; b++)
         for (int64_t s = 0; s < lengths[b]; s++) {
             float *xr = x + (starts[b] + s) * d;
@@ -375,7 +386,8 @@ int engine_encode(const Model *M, const int64_t *ids, int64_t batch, int64_t wid
     memset(memory, 0, (size_t)(batch * width * d) * sizeof(float));
     for (int64_t b = 0; b < batch; b++)
         memcpy(memory + b * width * d, hn + starts[b] * d, (size_t)(lengths[b] * d) * sizeof(float));
-    free(starts); free(x); free(hn); free(qkv); free(ctx); free(ff); free(scores);
+    free(starts);
+    scratch_free(buffers);
     return 0;
 }
 
@@ -401,12 +413,8 @@ int engine_decode_step(const Model *M, const int64_t *ids, const int64_t *pos, c
         longest = pos[r] + 1 > longest ? pos[r] + 1 : longest;
         longest = src_len[r] > longest ? src_len[r] : longest;
     }
-    float *x = malloc((size_t)(rows * d) * sizeof(float));
-    float *hn = malloc((size_t)(rows * d) * sizeof(float));
-    float *qkv = malloc((size_t)(rows * 3 * d) * sizeof(float));
-    float *ctx = malloc((size_t)(rows * d) * sizeof(float));
-    float *ff = malloc((size_t)(rows * M->d_ff) * sizeof(float));
-    float *scores = malloc((size_t)(threads * longest) * sizeof(float));
+    Scratch buffers = scratch_new(M, rows, longest);
+    float *x = buffers.x, *hn = buffers.hn, *qkv = buffers.qkv, *ctx = buffers.ctx, *ff = buffers.ff, *scores = buffers.scores;
     for (int64_t r = 0; r < rows; r++) {
         const float *emb = M->embedding + ids[r] * d, *pe = M->positions + pos[r] * d;
         for (int64_t i = 0; i < d; i++) x[r * d + i] = emb[i] * M->embed_scale + pe[i];
@@ -449,7 +457,7 @@ int engine_decode_step(const Model *M, const int64_t *ids, const int64_t *pos, c
     linear(&M->projection, hn, rows, logits, M->projection.n, STORE, threads);  /* n: vocab padded to whole tiles */
 #pragma omp parallel for schedule(static) num_threads(threads)
     for (int64_t r = 0; r < rows; r++) log_softmax_row(logits + r * M->projection.n, M->vocab);
-    free(x); free(hn); free(qkv); free(ctx); free(ff); free(scores);
+    scratch_free(buffers);
     return 0;
 }
 
