@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from app.metrics import Metrics
+from model import engine
 from model.continuous import ContinuousGreedy, Request
 from model.decoding import Hypothesis
 
@@ -223,80 +224,125 @@ class Batcher:
                 item.future.set_result(result)
 
 
-class ContinuousBatcher:
-    """Iteration-level batching of greedy texts: one running `ContinuousGreedy` batch per model.
+@dataclass
+class _Lane:
+    """Running batches (one per model) decoded on one thread, and the texts waiting to join them."""
 
-    Callers `submit` on the event loop; the decode thread admits waiting texts before each step
-    (within `max_items` rows and `max_tokens` padded source tokens), steps every model's batch, and
-    answers each caller as soon as its text ends. A caller that gives up is dropped at the next step.
+    thread: DecodeThread
+    batches: dict[str, ContinuousGreedy] = field(default_factory=dict)
+    waiting: list[_Waiting] = field(default_factory=list)
+    gone: set[int] = field(default_factory=set)  # tags of its callers who gave up
+    driver: asyncio.Task | None = None
+
+    def rows(self) -> int:
+        return sum(len(b) for b in self.batches.values())
+
+
+class ContinuousBatcher:
+    """Iteration-level batching of greedy texts: running `ContinuousGreedy` batches, one per model and lane.
+
+    Callers `submit` on the event loop; a lane's thread admits its waiting texts before each step
+    (within `max_items` rows and `max_tokens` padded source tokens), steps its batches, and answers
+    each caller as soon as its text ends. A caller that gives up is dropped at the next step.
+
+    Lanes (`set_lanes`): on a CPU, several running batches decoded side by side, one per thread, a
+    new text going to the lane with the fewest rows. A lane decodes with all the engine's threads
+    while it is the only busy one, and with its share when others are busy: threads that each run
+    their own batch never wait for one another, where two threads sharing every layer met at a
+    barrier ~25 times a step and lost whole time slices to the HTTP threads beside them. Lane 0 runs
+    on the shared decode thread and steps aside for beam batches, as a single lane always did.
     """
 
     def __init__(self, thread: DecodeThread, metrics: Metrics, max_items: int, max_tokens: int):
-        self.thread, self.metrics = thread, metrics
+        self.metrics = metrics
         self.max_items, self.max_tokens = max_items, max_tokens
-        # Shared by the event loop and the decode thread, so only touched under _lock:
-        self._batches: dict[str, ContinuousGreedy] = {}
-        self._waiting: list[_Waiting] = []
+        # Shared by the event loop and the lanes' threads, so only touched under _lock:
+        self.lanes = [_Lane(thread)]
         self._futures: dict[int, asyncio.Future] = {}  # request tag -> its caller's future
-        self._gone: set[int] = set()  # tags of callers who gave up
+        self._lane_of: dict[int, _Lane] = {}  # request tag -> the lane decoding it
         self._lock = threading.Lock()
         self._tags = itertools.count()
+        self._threads = 0  # the engine threads the lanes share; 0: each call takes torch's count
         self._stopped = False
-        self._driver: asyncio.Task | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
+    def set_lanes(self, lanes: int, threads: int) -> None:
+        """Decode on `lanes` lanes sharing `threads` engine threads (before the first submit)."""
+        self.lanes += [_Lane(DecodeThread()) for _ in range(lanes - len(self.lanes))]
+        self._threads = threads if lanes > 1 else 0
+
+    @property
+    def _waiting(self) -> list[_Waiting]:
+        return [w for lane in self.lanes for w in lane.waiting]
+
     def submit(self, model: str, make: Callable[[], ContinuousGreedy], request: Request) -> asyncio.Future:
-        """Queue `request` for `model`'s running batch (built by `make` on first use)."""
+        """Queue `request` for `model`'s running batch in the least busy lane (built by `make` on first use)."""
         self._loop = asyncio.get_running_loop()
         item = _Waiting(model, request, len(request.source_ids), self._loop.create_future())
         request.tag = next(self._tags)  # not id(item): ids are reused once an object is freed
         item.future.add_done_callback(lambda future: self._forget(request.tag, future))
         with self._lock:
-            if model not in self._batches:
-                self._batches[model] = make()
-            self._waiting.append(item)
-            self._futures[request.tag] = item.future
+            lane = min(self.lanes, key=lambda lane: lane.rows() + len(lane.waiting))
+            if model not in lane.batches:
+                lane.batches[model] = make()
+            lane.waiting.append(item)
+            self._futures[request.tag], self._lane_of[request.tag] = item.future, lane
             self.metrics.queue_depth.set(len(self._waiting))
-        if self._driver is None or self._driver.done():
-            self._driver = asyncio.create_task(self._drive(), name="continuous-batch")
+        if lane.driver is None or lane.driver.done():
+            lane.driver = asyncio.create_task(self._drive(lane), name="continuous-batch")
         return item.future
 
     async def stop(self) -> None:
-        self._stopped = True  # the decode thread leaves its loop after the step it is in
-        if self._driver:
-            self._driver.cancel()
-            await asyncio.gather(self._driver, return_exceptions=True)
+        self._stopped = True  # each lane leaves its loop after the step it is in
+        drivers = [lane.driver for lane in self.lanes if lane.driver]
+        for driver in drivers:
+            driver.cancel()
+        await asyncio.gather(*drivers, return_exceptions=True)
         with self._lock:
-            futures, self._futures, self._waiting = list(self._futures.values()), {}, []
+            futures, self._futures = list(self._futures.values()), {}
+            for lane in self.lanes:
+                lane.waiting = []
         for future in futures:
             future.cancel()
+        for lane in self.lanes[1:]:  # lane 0's thread is its owner's
+            lane.thread.shutdown()
 
     def _forget(self, tag: int, future: asyncio.Future) -> None:
         with self._lock:
             self._futures.pop(tag, None)
-            if future.cancelled():  # timed out or hung up: its row leaves at the next step
-                self._gone.add(tag)
+            lane = self._lane_of.pop(tag, None)
+            if future.cancelled() and lane is not None:  # timed out or hung up: its row leaves at the next step
+                lane.gone.add(tag)
 
-    def _has_work(self) -> bool:
+    def _has_work(self, lane: _Lane | None = None) -> bool:
         with self._lock:
-            return bool(self._waiting) or any(len(b) for b in self._batches.values())
+            return any(bool(l.waiting) or l.rows() > 0 for l in ([lane] if lane else self.lanes))
 
-    async def _drive(self) -> None:
+    async def _drive(self, lane: _Lane) -> None:
         # Checked and ended on the event loop, where `submit` runs: a text submitted after the last
         # check finds this task done and starts a new one.
-        while self._has_work():
+        while self._has_work(lane):
             try:
-                await self.thread.run(self._steps)
-            except Exception as e:  # a bug in decoding: fail the texts in flight, keep serving
+                await lane.thread.run(self._steps, lane)
+            except Exception as e:  # a bug in decoding: fail the lane's texts in flight, keep serving
                 log.exception("continuous decoding failed")
-                self._fail_all(e)
+                self._fail_all(lane, e)
 
-    def _steps(self) -> None:
-        """On the decode thread: admit, step and answer until idle or until another job is queued."""
+    def _steps(self, lane: _Lane) -> None:
+        """On the lane's thread: admit, step and answer until idle or until another job is queued."""
+        try:
+            self._step_until_idle(lane)
+        finally:
+            engine.set_threads(None)  # lane 0's thread runs beam batches next, with every thread
+
+    def _step_until_idle(self, lane: _Lane) -> None:
         while True:
-            running = [batch for batch in self._admit() if len(batch)]
+            running = [batch for batch in self._admit(lane) if len(batch)]
             if not running:
                 return
+            if self._threads:
+                busy = sum(1 for other in self.lanes if other.rows() or other.waiting)
+                engine.set_threads(max(1, self._threads // max(busy, 1)))
             for batch in running:
                 self.metrics.continuous_rows.observe(len(batch))
                 finished = batch.step()
@@ -305,17 +351,17 @@ class ContinuousBatcher:
                 for future, hypothesis in answers:
                     if future is not None:
                         self._loop.call_soon_threadsafe(_answer, future, hypothesis)
-            if self.thread.others_waiting or self._stopped:
+            if lane.thread.others_waiting or self._stopped:
                 return
 
-    def _admit(self) -> list[ContinuousGreedy]:
-        """Drop the rows of callers who left, let waiting texts join; returns every model's batch."""
+    def _admit(self, lane: _Lane) -> list[ContinuousGreedy]:
+        """Drop the rows of callers who left, let waiting texts join; returns the lane's batches."""
         with self._lock:
-            gone, self._gone = self._gone, set()
-            batches = dict(self._batches)
+            gone, lane.gone = lane.gone, set()
+            batches = dict(lane.batches)
             joining: dict[str, list[Request]] = {}
             still_waiting = []
-            for w in self._waiting:
+            for w in lane.waiting:
                 if w.payload.tag in gone:
                     continue
                 batch, group = batches[w.key], joining.setdefault(w.key, [])
@@ -325,18 +371,21 @@ class ContinuousBatcher:
                     still_waiting.append(w)
                 else:
                     group.append(w.payload)
-            self._waiting = still_waiting
-            self.metrics.queue_depth.set(len(still_waiting))
+            lane.waiting = still_waiting
+            self.metrics.queue_depth.set(len(self._waiting))
         for name, batch in batches.items():
             if gone:
                 batch.remove(gone)
             batch.add(joining.get(name, []))
         return list(batches.values())
 
-    def _fail_all(self, error: Exception) -> None:
+    def _fail_all(self, lane: _Lane, error: Exception) -> None:
+        """Fail the texts of `lane`, whose thread has stopped stepping: waiting and running alike."""
         with self._lock:
-            futures, self._futures, self._waiting = list(self._futures.values()), {}, []
-            batches = list(self._batches.values())
+            tags = [w.payload.tag for w in lane.waiting] + [row.request.tag for b in lane.batches.values() for row in b.rows]
+            futures = [self._futures.pop(tag) for tag in tags if tag in self._futures]
+            lane.waiting = []
+            batches = list(lane.batches.values())
         for batch in batches:
             batch.remove({row.request.tag for row in batch.rows})
         for future in futures:

@@ -18,11 +18,12 @@ T = TypeVar("T")
 CLIENT_CLOSED = 499
 
 
-def get_translator(request: Request) -> Translator:
+# async: FastAPI runs a plain `def` dependency on its thread pool, a thread hop per request.
+async def get_translator(request: Request) -> Translator:
     return request.app.state.translator
 
 
-def get_metrics(request: Request) -> Metrics:
+async def get_metrics(request: Request) -> Metrics:
     return request.app.state.metrics
 
 

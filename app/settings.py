@@ -52,6 +52,11 @@ class Settings(BaseSettings):
         True, description="Greedy texts join a running decode between two steps and leave it with their last "
         "token, instead of waiting for a batch of their own (needs BATCHING)."
     )
+    decode_lanes: int = Field(
+        0, ge=0, le=64, description="Running greedy batches decoded side by side, each on a thread of its own, "
+        "sharing the engine's threads (continuous batching on the C engine). 0: auto, one per torch thread "
+        "when every model runs on the engine, else 1."
+    )
     batch_window_ms: float = Field(
         10.0, ge=0, description="How long the first text of a batch waits for company (beam search; greedy too "
         "without continuous batching)."

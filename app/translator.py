@@ -116,12 +116,21 @@ class Translator:
         self.glossaries = load_glossaries(s.glossaries_dir)
         try:
             self.models = await self.thread.run(load_all, s.weights_dir, s.device, s.dtype, s.quantize, s.engine)
+            threads = await self.thread.run(torch.get_num_threads)
+            self.continuous.set_lanes(self._lanes(threads), threads)
         except ModelLoadError as e:
             self.problem = str(e)
             log.error("serving no model: %s", e)
         except Exception as e:  # e.g. out of device memory in warm-up: still say why we are not ready
             self.problem = f"{type(e).__name__}: {e}"
             log.exception("serving no model: loading failed")
+
+    def _lanes(self, threads: int) -> int:
+        """DECODE_LANES, or one lane per engine thread where every model runs on the CPU engine."""
+        if self.settings.decode_lanes:
+            return self.settings.decode_lanes
+        on_engine = all(loaded.model.engine is not None for loaded in self.models.values())
+        return threads if on_engine else 1
 
     async def stop(self) -> None:
         await self.batcher.stop()

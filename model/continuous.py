@@ -17,7 +17,15 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from model.decoding import DecodeOptions, Hypothesis, SpecialIds, Step, TopToken, right_padded, top_of
+from model.decoding import (
+    DecodeOptions,
+    Hypothesis,
+    SpecialIds,
+    Step,
+    TopToken,
+    right_padded,
+    top_of,
+)
 from model.transformer import Transformer
 
 GROW = 32  # cache positions added at a time when the longest row outgrows the buffer
@@ -46,25 +54,46 @@ class _Row:
 class RowCache:
     """Decoder self-attention keys/values for rows of different lengths, and each row's cross K/V.
 
-    Row r has written `lengths[r]` positions; a step writes each row's new key at its own position,
-    and `mask()` hides the positions a row has not reached. Implements `model.transformer.LayerCache`.
+    Rows live at the front of preallocated buffers, row r at index r, whose capacity (rows, cached
+    positions, source positions) grows when outgrown. A row that leaves is replaced by the last
+    rows, so joining and leaving copy only the rows that arrive or move, never the running batch
+    (copying it on every join and leave cost 12% of a busy server's decode thread). Row r has
+    written `lengths[r]` positions; a step writes each row's new key at its own position, and
+    `mask()` hides the positions a row has not reached. Implements `model.transformer.LayerCache`.
     """
 
-    def __init__(self, model: Transformer, device: torch.device, dtype: torch.dtype):
+    def __init__(self, model: Transformer, device: torch.device, dtype: torch.dtype, rows: int = 8):
         cfg = model.cfg
-        self.k = torch.zeros(cfg.decoder_layers, 0, cfg.n_heads, GROW, cfg.head_dim, device=device, dtype=dtype)
-        self.v = torch.zeros_like(self.k)
-        self.lengths = torch.zeros(0, dtype=torch.long, device=device)
+        self._shape = (cfg.decoder_layers, cfg.n_heads, cfg.head_dim)
+        self.device, self.dtype, self._initial_rows = device, dtype, rows
+        self.n = 0  # rows in use
+        self.width = 1  # source positions in use: the longest source among the rows
         self._end = 0  # positions the current step covers, set by prepare_step
-        self._cross: list[tuple[torch.Tensor, torch.Tensor]] = []  # per layer: (R, H, S, E) each
+        self._allocate(rows, GROW, GROW)
+
+    def _allocate(self, rows: int, positions: int, sources: int) -> None:
+        layers, heads, e = self._shape
+        new = lambda t: torch.zeros(layers, rows, heads, t, e, device=self.device, dtype=self.dtype)
+        self.k, self.v = new(positions), new(positions)  # (L, rows, H, T, E)
+        self.cross_k, self.cross_v = new(sources), new(sources)  # (L, rows, H, S, E)
+        self.lengths = torch.zeros(rows, dtype=torch.long, device=self.device)
+        self.source_mask = torch.full((rows, 1, 1, sources), float("-inf"), device=self.device, dtype=self.dtype)
+        self._views()
+
+    def _views(self) -> None:
+        """The rows in use, as views that stay the same objects until rows join or leave."""
+        n, s = self.n, self.width
+        self._rows = torch.arange(n, device=self.device)
+        self._mask = self.source_mask[:n, :, :, :s]
+        self._cross = [(self.cross_k[l, :n, :, :s], self.cross_v[l, :n, :, :s]) for l in range(self._shape[0])]
 
     # --- LayerCache ----------------------------------------------------------------------------
 
     def append_self(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        rows = torch.arange(k.size(0), device=k.device)
-        self.k[layer, rows, :, self.lengths] = k[:, :, 0]  # (R, H, E) at each row's own position
-        self.v[layer, rows, :, self.lengths] = v[:, :, 0]
-        return self.k[layer, :, :, : self._end], self.v[layer, :, :, : self._end]
+        lengths = self.lengths[: self.n]
+        self.k[layer, self._rows, :, lengths] = k[:, :, 0]  # (R, H, E) at each row's own position
+        self.v[layer, self._rows, :, lengths] = v[:, :, 0]
+        return self.k[layer, : self.n, :, : self._end], self.v[layer, : self.n, :, : self._end]
 
     def cross(self, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
         return self._cross[layer]
@@ -73,49 +102,84 @@ class RowCache:
         raise AssertionError("cross-attention K/V are set when rows join")  # DecoderLayer never calls it here
 
     def self_kv(self) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.k, self.v
+        return self.k[:, : self.n], self.v[:, : self.n]
 
     # --- rows ----------------------------------------------------------------------------------
 
-    def prepare_step(self) -> torch.Tensor:
-        """Room for the step about to run; returns its additive (R, 1, 1, end) self-attention mask.
+    @property
+    def mask_of_sources(self) -> torch.Tensor:
+        """The additive (R, 1, 1, S) key mask of the rows' sources."""
+        return self._mask
+
+    def prepare_step(self, need_mask: bool = True) -> torch.Tensor | None:
+        """Room for the step about to run; returns its additive (R, 1, 1, end) self-attention mask
+        (None when not `need_mask`: the engine reads each row's length instead).
 
         The step covers positions 0..end-1 (the longest history plus its new position); row r sees
         0..lengths[r], its own new position included.
         """
-        self._end = int(self.lengths.max()) + 1
+        lengths = self.lengths[: self.n]
+        self._end = int(lengths.max()) + 1
         if self._end > self.k.size(3):
             pad = (0, 0, 0, GROW)
             self.k, self.v = F.pad(self.k, pad), F.pad(self.v, pad)
-        positions = torch.arange(self._end, device=self.lengths.device)
-        hidden = positions[None, :] > self.lengths[:, None]
-        mask = torch.zeros(hidden.shape, dtype=self.k.dtype, device=hidden.device).masked_fill_(hidden, float("-inf"))
+        if not need_mask:
+            return None
+        hidden = torch.arange(self._end, device=self.device)[None, :] > lengths[:, None]
+        mask = torch.zeros(hidden.shape, dtype=self.dtype, device=self.device).masked_fill_(hidden, float("-inf"))
         return mask[:, None, None, :]
 
     def advance(self) -> None:
-        self.lengths += 1
+        self.lengths[: self.n] += 1
 
-    def add(self, cross: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
-        """New rows with empty histories and these cross K/V (already padded to the batch's S)."""
-        n = cross[0][0].size(0)
-        shape = (self.k.size(0), n, *self.k.shape[2:])
-        self.k = torch.cat([self.k, self.k.new_zeros(shape)], dim=1)
-        self.v = torch.cat([self.v, self.v.new_zeros(shape)], dim=1)
-        self.lengths = torch.cat([self.lengths, self.lengths.new_zeros(n)])
-        if not self._cross:
-            self._cross = cross
-        else:
-            self._cross = [(torch.cat([k0, k1]), torch.cat([v0, v1])) for (k0, v0), (k1, v1) in zip(self._cross, cross)]
+    def add(self, cross: list[tuple[torch.Tensor, torch.Tensor]], source_mask: torch.Tensor) -> None:
+        """New rows with empty histories, their cross K/V (R, H, S, E) per layer and source mask (R, 1, 1, S)."""
+        m, s = source_mask.size(0), source_mask.size(-1)
+        self._fit(self.n + m, s)
+        new = slice(self.n, self.n + m)
+        for layer, (k, v) in enumerate(cross):
+            self.cross_k[layer, new, :, :s] = k
+            self.cross_v[layer, new, :, :s] = v
+        self.source_mask[new] = float("-inf")
+        self.source_mask[new, :, :, :s] = source_mask
+        self.lengths[new] = 0
+        self.n, self.width = self.n + m, max(self.width if self.n else 1, s)
+        self._views()
 
-    def keep(self, index: torch.Tensor, source_positions: int) -> None:
-        """Keep only rows `index`, and the first `source_positions` source positions."""
-        positions = self.k.size(3) if len(index) else GROW  # an empty batch gives back what a long row grew
-        self.k, self.v = self.k[:, index, :, :positions], self.v[:, index, :, :positions]
-        self.lengths = self.lengths[index]
-        self._cross = [(k[index, :, :source_positions], v[index, :, :source_positions]) for k, v in self._cross]
+    def keep(self, keep: list[int], width: int) -> list[int]:
+        """Keep only rows `keep` (ascending), whose longest source has `width` positions; returns
+        the kept rows in their new order. The last rows kept move into the places of those that left."""
+        n = len(keep)
+        holes = sorted(set(range(n)) - set(keep))
+        movers = [r for r in keep if r >= n]
+        if movers:
+            to, of = torch.tensor(holes, device=self.device), torch.tensor(movers, device=self.device)
+            for buffer in (self.k, self.v, self.cross_k, self.cross_v):
+                buffer[:, to] = buffer[:, of]
+            for buffer in (self.lengths, self.source_mask):
+                buffer[to] = buffer[of]
+        position = dict(zip(holes, movers))
+        order = [position.get(i, i) for i in range(n)]
+        self.n, self.width = n, max(width, 1)
+        if not n and (self.k.size(3) > GROW or self.cross_k.size(3) > GROW):  # an empty batch gives back what a long row grew
+            self._allocate(self.k.size(1), GROW, GROW)
+        self._views()
+        return order
 
-    def pad_source(self, positions: int) -> None:
-        self._cross = [(_pad_dim(k, 2, positions), _pad_dim(v, 2, positions)) for k, v in self._cross]
+    def _fit(self, rows: int, sources: int) -> None:
+        """Grow the buffers to hold `rows` rows and `sources` source positions, keeping what they hold."""
+        have_rows, have_sources = self.k.size(1), self.cross_k.size(3)
+        if rows <= have_rows and sources <= have_sources:
+            return
+        rows = max(rows, 2 * have_rows) if rows > have_rows else have_rows
+        sources = -(-max(sources, have_sources) // GROW) * GROW
+        old = (self.k, self.v, self.cross_k, self.cross_v, self.lengths, self.source_mask)
+        self._allocate(rows, self.k.size(3), sources)
+        n = self.n
+        for new, was in zip((self.k, self.v, self.cross_k, self.cross_v), old):
+            new[:, :n, :, : was.size(3)] = was[:, :n]
+        self.lengths[:n] = old[4][:n]
+        self.source_mask[:n, :, :, : old[5].size(3)] = old[5][:n]
 
 
 class ContinuousGreedy:
@@ -126,8 +190,6 @@ class ContinuousGreedy:
         weight = model.embedding.weight
         self.device, self.dtype = weight.device, weight.dtype
         self.rows: list[_Row] = []
-        self.memory = torch.zeros(0, 1, model.cfg.d_model, device=self.device, dtype=self.dtype)  # (R, S, D)
-        self.src_mask = torch.zeros(0, 1, 1, 1, device=self.device, dtype=self.dtype)  # (R, 1, 1, S)
         self.cache = RowCache(model, self.device, self.dtype)
         self.tokens = torch.zeros(0, dtype=torch.long, device=self.device)  # each row's last token
 
@@ -136,7 +198,7 @@ class ContinuousGreedy:
 
     @property
     def source_positions(self) -> int:
-        return self.memory.size(1)
+        return self.cache.width if self.rows else 0
 
     @torch.inference_mode()
     def add(self, requests: list[Request]) -> None:
@@ -146,16 +208,9 @@ class ContinuousGreedy:
         if self.model.training:
             self.model.eval()
         src = right_padded([r.source_ids for r in requests], self.model.cfg.pad_id, self.device)
-        longest = src.size(1)
         memory, src_mask = self.model.encode(src)
-        cross = self.model.cross_kv(memory)
-        # Old and new rows share one source width; padded positions are masked (-inf) in both.
-        width = max(self.source_positions, longest) if self.rows else longest
-        self.memory = torch.cat([_pad_dim(self.memory, 1, width), _pad_dim(memory, 1, width)])
-        self.src_mask = torch.cat([_pad_dim(self.src_mask, 3, width, float("-inf")),
-                                   _pad_dim(src_mask, 3, width, float("-inf"))])
-        self.cache.pad_source(width)
-        self.cache.add([(_pad_dim(k, 2, width), _pad_dim(v, 2, width)) for k, v in cross])
+        # Padded source positions are masked (-inf) for old and new rows alike.
+        self.cache.add(self.model.cross_kv(memory), src_mask)
         self.tokens = torch.cat([self.tokens, self.tokens.new_full((len(requests),), self.special.bos)])
         self.rows += [_Row(r) for r in requests]
 
@@ -166,16 +221,17 @@ class ContinuousGreedy:
             return []
         layers = frozenset(l for row in self.rows for l in row.request.options.cross_attention_layers)
         self_layers = frozenset(l for row in self.rows for l in row.request.options.self_attention_layers)
-        mask = self.cache.prepare_step()
+        mask = self.cache.prepare_step(need_mask=self.model.engine is None)  # the engine reads lengths instead
         logits, out = self.model.decode(
-            self.tokens[:, None], self.memory, self.src_mask, self.cache, offset=self.cache.lengths,
+            self.tokens[:, None], None, self.cache.mask_of_sources, self.cache, offset=self.cache.lengths[: len(self)],
             self_layers=self_layers, cross_layers=layers, cache_mask=mask,
         )
         self.cache.advance()
         logp = logits[:, -1].float() if out.normalized else torch.log_softmax(logits[:, -1].float(), dim=-1)
         logp[:, self.special.forbidden] = float("-inf")  # after the softmax, as greedy does
-        self.tokens = top_of(self.model, logp, 1)[1][:, 0]  # the argmax (first of equals), in C with the engine
-        self._record(logp, {l: w[:, :, -1, :].float() for l, w in out.cross_attention.items()},
+        best_logp, best = top_of(self.model, logp, 1)  # the argmax (first of equals), in C with the engine
+        self.tokens = best[:, 0]
+        self._record(logp, best_logp[:, 0], {l: w[:, :, -1, :].float() for l, w in out.cross_attention.items()},
                      {l: w[:, :, -1, :].float() for l, w in out.self_attention.items()})
         return self._leave()
 
@@ -185,9 +241,9 @@ class ContinuousGreedy:
         if len(keep) < len(self.rows):
             self._keep(keep)
 
-    def _record(self, logp: torch.Tensor, cross: dict[int, torch.Tensor], own: dict[int, torch.Tensor]) -> None:
-        chosen = self.tokens.tolist()
-        chosen_logp = logp.gather(1, self.tokens[:, None])[:, 0].tolist()
+    def _record(self, logp: torch.Tensor, chosen_logp: torch.Tensor, cross: dict[int, torch.Tensor],
+                own: dict[int, torch.Tensor]) -> None:
+        chosen, chosen_logp = self.tokens.tolist(), chosen_logp.tolist()
         k = max(row.request.options.top_k for row in self.rows)
         top_p, top_i = [], []
         if k:
@@ -218,18 +274,8 @@ class ContinuousGreedy:
         return done
 
     def _keep(self, keep: list[int]) -> None:
-        self.rows = [self.rows[i] for i in keep]
-        width = max((row.source_length for row in self.rows), default=1)  # the longest source left
-        index = torch.tensor(keep, dtype=torch.long, device=self.device)
-        self.memory, self.src_mask = self.memory[index, :width], self.src_mask[index, ..., :width]
-        self.tokens = self.tokens[index]
-        self.cache.keep(index, width)
+        width = max((self.rows[i].source_length for i in keep), default=1)  # the longest source left
+        order = self.cache.keep(keep, width)
+        self.rows = [self.rows[i] for i in order]
+        self.tokens = self.tokens[torch.tensor(order, dtype=torch.long, device=self.device)]
 
-
-def _pad_dim(t: torch.Tensor, dim: int, size: int, value: float = 0.0) -> torch.Tensor:
-    """`t` grown along `dim` to `size` with `value`."""
-    missing = size - t.size(dim)
-    if missing <= 0:
-        return t
-    pad = [0, 0] * (t.dim() - 1 - dim) + [0, missing]
-    return F.pad(t, pad, value=value)

@@ -172,6 +172,13 @@ static inline __m256i broadcast4(const int8_t *p) {
     return _mm256_set1_epi32(four);
 }
 
+/* Weights stream from memory when a few rows are multiplied (they outgrow the last-level cache, and
+   small matrices end before the hardware prefetcher gets going), and waiting for them took as long
+   as the arithmetic: the first row tile of a column pair fetches the weights of the pair PREFETCH_PAIRS
+   ahead, as many bytes as it reads. The arithmetic is the same with or without. */
+#define PREFETCH_PAIRS 4
+#define PREFETCH2(p) (_mm_prefetch((const char *)(p), _MM_HINT_T0), _mm_prefetch((const char *)(p) + 64, _MM_HINT_T0))
+
 /* One row's 8 inputs k..k+7 (two quads, broadcast: x0, x1 and their magnitudes m0, m1) against one
    block's weights for them (w0, w1): the 8 columns' partial dot products, added into acc. */
 #define DOT8(acc, x0, m0, x1, m1, w0, w1)                                                             \
@@ -181,12 +188,13 @@ static inline __m256i broadcast4(const int8_t *p) {
 /* Rows m0..m0+MR-1 (MR <= 2 here, named accumulators so that GCC keeps them in registers) against
    the 16 columns of blocks nb, nb+1; every row gets the same arithmetic whatever the tile. */
 static void int8_tile_2(const Linear *L, const int8_t *xq, const float *xs, int64_t m0, int64_t nb,
-                        float *y, int64_t ldy, int mode) {
+                        float *y, int64_t ldy, int mode, const int8_t *ahead) {
     const int64_t k = L->k;
     const int8_t *wa = L->wq + nb * k * 8, *wb = wa + k * 8, *r0 = xq + m0 * k, *r1 = r0 + k;
     const __m256i ones = _mm256_set1_epi16(1);
     __m256i a00 = _mm256_setzero_si256(), a01 = a00, a10 = a00, a11 = a00;
     for (int64_t i = 0; i < k; i += 8) {
+        if (ahead) PREFETCH2(ahead + i * 16);
         __m256i wa0 = _mm256_loadu_si256((const __m256i *)(wa + i * 8)), wa1 = _mm256_loadu_si256((const __m256i *)(wa + i * 8 + 32));
         __m256i wb0 = _mm256_loadu_si256((const __m256i *)(wb + i * 8)), wb1 = _mm256_loadu_si256((const __m256i *)(wb + i * 8 + 32));
         __m256i x0 = broadcast4(r0 + i), x1 = broadcast4(r0 + i + 4), m0 = _mm256_abs_epi8(x0), m1 = _mm256_abs_epi8(x1);
@@ -205,12 +213,13 @@ static void int8_tile_2(const Linear *L, const int8_t *xq, const float *xs, int6
    unsigned, straight into maddubs, and 64 * (the column's sum of q) is taken off the exact sum.
    Same integers as int8_tile_2, so the same bits. */
 static void int8_tile_1(const Linear *L, const int8_t *xq, const float *xs, int64_t m0, int64_t nb,
-                        float *y, int64_t ldy, int mode) {
+                        float *y, int64_t ldy, int mode, const int8_t *ahead) {
     const int64_t k = L->k;
     const int8_t *wa = L->wq + nb * k * 8, *wb = wa + k * 8, *r0 = xq + m0 * k;
     const __m256i ones = _mm256_set1_epi16(1), shift = _mm256_set1_epi8(64);
     __m256i a00 = _mm256_setzero_si256(), a01 = a00;
     for (int64_t i = 0; i < k; i += 4) {
+        if (ahead) _mm_prefetch((const char *)(ahead + i * 16), _MM_HINT_T0);
         __m256i u = _mm256_add_epi8(broadcast4(r0 + i), shift);
         a00 = _mm256_add_epi32(a00, _mm256_madd_epi16(_mm256_maddubs_epi16(u, _mm256_loadu_si256((const __m256i *)(wa + i * 8))), ones));
         a01 = _mm256_add_epi32(a01, _mm256_madd_epi16(_mm256_maddubs_epi16(u, _mm256_loadu_si256((const __m256i *)(wb + i * 8))), ones));
@@ -250,9 +259,10 @@ static void linear(const Linear *L, const float *x, int64_t rows, float *y, int6
         quantize_rows(x, rows, L->k, xq, xs);
 #pragma omp parallel for schedule(static) num_threads(threads)
         for (int64_t p = 0; p < pairs; p++) {
+            const int8_t *ahead = p + PREFETCH_PAIRS < pairs ? L->wq + (p + PREFETCH_PAIRS) * 16 * L->k : NULL;
             int64_t m = 0;
-            for (; m + 2 <= rows; m += 2) int8_tile_2(L, xq, xs, m, 2 * p, y, ldy, mode);
-            for (; m < rows; m++) int8_tile_1(L, xq, xs, m, 2 * p, y, ldy, mode);
+            for (; m + 2 <= rows; m += 2, ahead = NULL) int8_tile_2(L, xq, xs, m, 2 * p, y, ldy, mode, ahead);
+            for (; m < rows; m++, ahead = NULL) int8_tile_1(L, xq, xs, m, 2 * p, y, ldy, mode, ahead);
         }
         free(xq);
         free(xs);

@@ -20,6 +20,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 import torch
@@ -163,6 +164,22 @@ def why_unavailable() -> str | None:
     return None if available() else _failure
 
 
+# --- threads ---------------------------------------------------------------------------------
+
+_here = threading.local()
+
+
+def set_threads(n: int | None) -> None:
+    """Threads the engine's calls made from this thread use; None: torch's thread count, read per call
+    (the server decodes on threads of its own). The server's decode lanes run batches side by side
+    with one thread each rather than meeting at a barrier per layer (app/batching.py)."""
+    _here.threads = n
+
+
+def threads_here() -> int:
+    return getattr(_here, "threads", None) or torch.get_num_threads()
+
+
 # --- packed weights ------------------------------------------------------------------------------
 
 
@@ -191,8 +208,7 @@ class Engine:
         self._keep: list[torch.Tensor] = []  # every tensor the C structures point into
         with torch.no_grad():
             self.struct = self._model_struct(model)
-        self._source_lengths: tuple[torch.Tensor | None, torch.Tensor | None] = (None, None)
-        self._views: dict[tuple, ctypes.Array] = {}
+        self._here = threading.local()
 
     def __deepcopy__(self, memo) -> None:
         # ctypes pointers cannot be copied; a copied model gets no engine (attach one to it if wanted).
@@ -251,14 +267,22 @@ class Engine:
 
     def _call(self, name: str, *args) -> None:
         """engine_<name>(model, *args); named for torch.profiler, which cannot see inside C."""
-        # The caller's torch thread count, read per call: the server decodes on its own thread.
-        self.struct.threads = torch.get_num_threads()
+        struct = self._struct_here()
+        struct.threads = threads_here()
         call = getattr(self.lib, f"engine_{name}")
         if not torch.autograd._profiler_enabled():  # record_function costs tens of microseconds
-            call(ctypes.byref(self.struct), *args)
+            call(ctypes.byref(struct), *args)
             return
         with torch.profiler.record_function(f"engine.{name}"):
-            call(ctypes.byref(self.struct), *args)
+            call(ctypes.byref(struct), *args)
+
+    def _struct_here(self) -> _Model:
+        """This thread's copy of the model structure (the same weight pointers), so that threads
+        calling at once can each give their own thread count."""
+        struct = getattr(self._here, "struct", None)
+        if struct is None:
+            struct = self._here.struct = _Model.from_buffer_copy(self.struct)
+        return struct
 
     # --- the calls Transformer makes -------------------------------------------------------------
 
@@ -322,7 +346,7 @@ class Engine:
             out = src.new_empty(shape)
         index = index.to(torch.int64).contiguous()
         self.lib.engine_gather_rows(_ptr(src), _ptr(out), _ptr(index, c_int64_p), len(index), layers, src_rows, heads,
-                                    cap, cap, n, e, torch.get_num_threads())
+                                    cap, cap, n, e, threads_here())
         return out
 
     def topk(self, x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -332,31 +356,34 @@ class Engine:
             return x.topk(k, dim=-1)
         rows, n = x.shape
         values, ids = torch.empty(rows, k), torch.empty(rows, k, dtype=torch.int64)
-        self.lib.engine_topk(_ptr(x), rows, n, x.stride(0), k, _ptr(values), _ptr(ids, c_int64_p), torch.get_num_threads())
+        self.lib.engine_topk(_ptr(x), rows, n, x.stride(0), k, _ptr(values), _ptr(ids, c_int64_p), threads_here())
         return values, ids
 
     def linear(self, spec: _Linear, x: torch.Tensor) -> torch.Tensor:
         """One packed linear layer (e.g. `self.struct.projection`) applied to x (rows, k): for tests and benchmarks."""
         x = x.float().contiguous()
         y = torch.empty(x.size(0), spec.n)
-        self.lib.engine_linear(ctypes.byref(spec), _ptr(x), x.size(0), _ptr(y), torch.get_num_threads())
+        self.lib.engine_linear(ctypes.byref(spec), _ptr(x), x.size(0), _ptr(y), threads_here())
         return y
 
     def _heads_of(self, layers) -> ctypes.Array:
         """The C view of keys or values: one (L, R, H, T, E) buffer, or a list of (R, H, T, E) per layer.
 
-        Kept while the same buffers come back (a beam search alternates between two), as building
-        the ctypes array costs more per step than the C attention that reads it.
+        Kept while the same buffers come back (a beam search alternates between two, the running
+        batch keeps its own), as building the ctypes array costs more per step than the C attention
+        that reads it. The key is what the C view holds, addresses and strides: a view that only
+        covers fewer rows or positions of the same buffer has the same C view.
         """
         tensors = [layers[l] for l in range(len(layers))] if not torch.is_tensor(layers) else None
-        key = (layers.data_ptr(), layers.shape, layers.stride()) if tensors is None else \
-            tuple((t.data_ptr(), t.shape, t.stride()) for t in tensors)
-        found = self._views.get(key)
+        key = (layers.data_ptr(), layers.size(0), layers.stride()) if tensors is None else \
+            tuple((t.data_ptr(), t.stride()) for t in tensors)
+        views = getattr(self._here, "views", None)
+        if views is None or len(views) > 16:
+            views = self._here.views = {}  # per thread: the server's decode lanes each have their own buffers
+        found = views.get(key)
         if found is None:
-            if len(self._views) > 16:
-                self._views.clear()
             parts = tensors if tensors is not None else [layers[l] for l in range(layers.size(0))]
-            found = self._views[key] = (_Heads * len(parts))(*[_heads(t) for t in parts])
+            found = views[key] = (_Heads * len(parts))(*[_heads(t) for t in parts])
         return found
 
     def _check_ids(self, ids: torch.Tensor, positions: int) -> None:
@@ -373,10 +400,10 @@ class Engine:
 
     def _lengths_of(self, src_mask: torch.Tensor) -> torch.Tensor:
         """Source lengths from a key mask, kept while the same mask comes back (every step of one run)."""
-        mask, lengths = self._source_lengths
+        mask, lengths = getattr(self._here, "source_lengths", (None, None))
         if mask is not src_mask:
             lengths = (src_mask[:, 0, 0, :] == 0).sum(dim=-1).to(torch.int64).contiguous()
-            self._source_lengths = (src_mask, lengths)  # the mask itself is held, so its identity cannot be reused
+            self._here.source_lengths = (src_mask, lengths)  # the mask itself is held, so its identity cannot be reused
         return lengths
 
 

@@ -467,7 +467,7 @@ class Transformer(nn.Module):
     def decode(
         self,
         tgt: torch.Tensor,  # (B, T) decoder input ids, starting with <s>
-        memory: torch.Tensor,
+        memory: torch.Tensor | None,  # None when `cache` already holds every layer's cross K/V
         src_mask: torch.Tensor,
         cache: LayerCache | None = None,
         offset: int | torch.Tensor = 0,
@@ -487,7 +487,7 @@ class Transformer(nn.Module):
             return self.engine.decode_step(tgt, memory, src_mask, cache, offset, self_layers, cross_layers)
         if cache is not None and t > 1 and (torch.is_tensor(offset) or offset > 0):
             raise ValueError("cached decoding feeds one new position at a time")
-        self_mask = causal_mask(t, tgt.device).to(memory.dtype) if t > 1 else cache_mask
+        self_mask = causal_mask(t, tgt.device).to(src_mask.dtype) if t > 1 else cache_mask
         rows = self._step_rows(tgt.size(0), offset, src_mask, cache_mask) if self.row_exact and cache is not None else None
         y = self.positional(self.embedding(tgt), offset)
         out = self.decoder(y, memory, self_mask, src_mask, cache, self_layers, cross_layers, rows)

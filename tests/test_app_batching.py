@@ -165,23 +165,39 @@ async def test_greedy_requests_join_the_running_batch_and_get_what_they_get_alon
     assert [t["text"] for t in together] == [en for _, en in PAIRS[:6]]
 
 
+async def _callers(client, callers: int, texts: int) -> list[tuple[str, str]]:
+    """`callers` callers, each sending its next text as soon as the last is answered: (answer, expected) pairs."""
+    async def caller(k: int) -> list[tuple[str, str]]:
+        got = []
+        for i in range(texts):
+            es, en = PAIRS[(k + i) % len(PAIRS)]
+            body = {"text": es, "source": "es", "target": "en", "decoding": {"strategy": "greedy"}}
+            response = await client.post("/translate", json=body)
+            got.append((response.json()["translations"][0]["text"], en))
+        return got
+
+    return [pair for got in await asyncio.gather(*(caller(k) for k in range(callers))) for pair in got]
+
+
 async def test_callers_joining_and_leaving_a_running_batch_each_get_their_own_answer(tiny_weights):
     """8 callers, each sending its next text as soon as the last is answered: rows keep joining and
     leaving one running batch, and no answer ever goes to the wrong caller."""
     async with serving(tiny_weights) as client:
-        async def caller(k: int) -> list[tuple[str, str]]:
-            got = []
-            for i in range(30):
-                es, en = PAIRS[(k + i) % len(PAIRS)]
-                body = {"text": es, "source": "es", "target": "en", "decoding": {"strategy": "greedy"}}
-                response = await client.post("/translate", json=body)
-                got.append((response.json()["translations"][0]["text"], en))
-            return got
-
-        answers = [pair for got in await asyncio.gather(*(caller(k) for k in range(8))) for pair in got]
+        answers = await _callers(client, 8, 30)
         steps, rows = _histogram(client.app, "translate_continuous_rows")
     assert all(text == expected for text, expected in answers)
     assert len(answers) == 240 and rows > steps
+
+
+async def test_two_decode_lanes_share_the_callers_and_each_caller_gets_its_own_answer(tiny_weights):
+    """DECODE_LANES=2: texts go to the lane with fewer rows, each lane steps its own running batch on
+    its own thread, and every answer is the one the text gets alone."""
+    async with serving(tiny_weights, decode_lanes=2) as client:
+        lanes = client.app.state.translator.continuous.lanes
+        assert len(lanes) == 2 and lanes[0].thread is not lanes[1].thread
+        answers = await _callers(client, 6, 10)
+        assert all(lane.batches for lane in lanes)  # both lanes decoded texts
+    assert len(answers) == 60 and all(text == expected for text, expected in answers)
 
 
 async def test_with_batching_off_each_request_is_decoded_alone(tiny_weights):

@@ -114,3 +114,26 @@ def test_an_emptied_batch_gives_back_the_cache_a_long_row_grew(sources):
     options = DecodeOptions(strategy="greedy", max_new_tokens=12)
     after = _run(batch, {0: [Request(sources[1], options, tag="next")]})
     _assert_same(after["next"], _alone(model, sources[1], options))
+
+
+@pytest.mark.parametrize("int8", [False, True])
+def test_rows_that_outgrow_the_buffers_and_leave_from_the_middle_decode_as_alone(trained, sources, int8):
+    """More rows than the buffers first hold, a source longer than their first 32 positions, and rows
+    that leave while later ones stay (the last rows then move into the places left)."""
+    model = quantize_int8(trained, engine=True) if int8 else trained
+    long_source = [t for ids in sources * 4 for t in ids][:40]
+    inputs = sources + sources[::-1] + [long_source]  # 15 rows
+    lengths = [3, 12, 5, 12, 2, 9, 12, 4, 12, 6, 12, 3, 12, 7, 12]
+    requests = [Request(ids, DecodeOptions(strategy="greedy", max_new_tokens=n, top_k=2), tag=i)
+                for i, (ids, n) in enumerate(zip(inputs, lengths))]
+    batch, results, capacity = ContinuousGreedy(model, SPECIAL), {}, set()
+    arrivals = {0: requests[:10], 1: requests[10:14], 4: requests[14:]}
+    for t in range(13):
+        batch.add(arrivals.get(t, []))
+        capacity.add((batch.cache.k.size(1), batch.cache.cross_k.size(3)))
+        results |= {request.tag: hyp for request, hyp in batch.step()}
+    assert len(batch) == 0 and max(capacity) == (16, 64)  # both grew, and the emptied batch gave back its sources
+    assert batch.cache.cross_k.size(3) == 32
+    assert sorted(results) == list(range(len(inputs)))
+    for i, ids in enumerate(inputs):
+        _assert_same(results[i], _alone(model, ids, requests[i].options), exact=int8)

@@ -7,6 +7,7 @@ and the rest of the suite runs everything on PyTorch.
 """
 
 import copy
+import threading
 
 import pytest
 import torch
@@ -161,3 +162,26 @@ def test_out_of_range_ids_and_positions_are_refused_not_read(trained):
         cache = KVCache(fast, 1, 4, torch.device("cpu"), torch.float32)
         with pytest.raises(ValueError):
             fast.decode(torch.tensor([[SPECIAL.bos]]), memory, mask, cache, offset=4)  # the cache holds 0..3
+
+
+@pytest.mark.parametrize("int8", [False, True])
+def test_each_thread_sets_its_own_engine_threads_and_gets_the_same_bits(trained, int8):
+    """The server's decode lanes each set the engine threads of their own thread (engine.set_threads);
+    a sentence decodes to the same bits on one thread as on two."""
+    fast = with_engine(trained, int8)
+    src, _ = copy_task_batch(torch.Generator().manual_seed(13), 4)
+    options = DecodeOptions(strategy="greedy", max_new_tokens=12, top_k=2, cross_attention_layers=(1,))
+    seen, results = {}, {}
+
+    def lane(n: int) -> None:
+        engine.set_threads(n)
+        seen[n] = engine.threads_here()
+        results[n] = decode(fast, src, options, SPECIAL)
+
+    threads = [threading.Thread(target=lane, args=(n,)) for n in (1, 2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert seen == {1: 1, 2: 2} and engine.threads_here() == torch.get_num_threads()  # this thread: torch's count
+    assert results[1] == results[2]
