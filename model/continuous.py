@@ -26,7 +26,7 @@ from model.decoding import (
     right_padded,
     top_of,
 )
-from model.transformer import Transformer
+from model.transformer import DecoderOutput, Transformer
 
 GROW = 32  # cache positions added at a time when the longest row outgrows the buffer
 
@@ -52,48 +52,59 @@ class _Row:
 
 
 class RowCache:
-    """Decoder self-attention keys/values for rows of different lengths, and each row's cross K/V.
+    """The running batch's per-row state: decoder self-attention keys/values for rows of different
+    lengths, each row's cross K/V and source, and its last token.
 
     Rows live at the front of preallocated buffers, row r at index r, whose capacity (rows, cached
     positions, source positions) grows when outgrown. A row that leaves is replaced by the last
     rows, so joining and leaving copy only the rows that arrive or move, never the running batch
     (copying it on every join and leave cost 12% of a busy server's decode thread). Row r has
     written `lengths[r]` positions; a step writes each row's new key at its own position, and
-    `mask()` hides the positions a row has not reached. Implements `model.transformer.LayerCache`.
+    `prepare_step()` masks the positions a row has not reached. Implements `model.transformer.LayerCache`.
     """
 
     def __init__(self, model: Transformer, device: torch.device, dtype: torch.dtype, rows: int = 8):
         cfg = model.cfg
         self._shape = (cfg.decoder_layers, cfg.n_heads, cfg.head_dim)
-        self.device, self.dtype, self._initial_rows = device, dtype, rows
+        self.device, self.dtype = device, dtype
         self.n = 0  # rows in use
         self.width = 1  # source positions in use: the longest source among the rows
-        self._end = 0  # positions the current step covers, set by prepare_step
+        self.end = 0  # positions the current step covers, set by prepare_step
         self._allocate(rows, GROW, GROW)
 
     def _allocate(self, rows: int, positions: int, sources: int) -> None:
         layers, heads, e = self._shape
-        new = lambda t: torch.zeros(layers, rows, heads, t, e, device=self.device, dtype=self.dtype)
+        new = lambda t: torch.zeros(layers, rows, heads, t, e, device=self.device, dtype=self.dtype)  # noqa: E731
         self.k, self.v = new(positions), new(positions)  # (L, rows, H, T, E)
         self.cross_k, self.cross_v = new(sources), new(sources)  # (L, rows, H, S, E)
-        self.lengths = torch.zeros(rows, dtype=torch.long, device=self.device)
         self.source_mask = torch.full((rows, 1, 1, sources), float("-inf"), device=self.device, dtype=self.dtype)
+        long = lambda: torch.zeros(rows, dtype=torch.long, device=self.device)  # noqa: E731
+        self.lengths, self.source_lengths, self.tokens = long(), long(), long()
+        self.best_logp = torch.zeros(rows, device=self.device)  # the engine's greedy step writes it
         self._views()
+
+    def _row_buffers(self) -> tuple[torch.Tensor, ...]:
+        """The per-row buffers indexed by row first (K/V are indexed by layer, then row)."""
+        return self.lengths, self.source_lengths, self.tokens, self.source_mask
 
     def _views(self) -> None:
         """The rows in use, as views that stay the same objects until rows join or leave."""
         n, s = self.n, self.width
         self._rows = torch.arange(n, device=self.device)
+        self.lengths_in_use, self.tokens_in_use = self.lengths[:n], self.tokens[:n]
+        self.source_lengths_in_use, self.best_logp_in_use = self.source_lengths[:n], self.best_logp[:n]
+        self._self_kv = (self.k[:, :n], self.v[:, :n])
         self._mask = self.source_mask[:n, :, :, :s]
         self._cross = [(self.cross_k[l, :n, :, :s], self.cross_v[l, :n, :, :s]) for l in range(self._shape[0])]
+        self.prepared = None  # the engine's arguments for these views (model.engine.Engine.greedy_step)
 
     # --- LayerCache ----------------------------------------------------------------------------
 
     def append_self(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        lengths = self.lengths[: self.n]
+        lengths = self.lengths_in_use
         self.k[layer, self._rows, :, lengths] = k[:, :, 0]  # (R, H, E) at each row's own position
         self.v[layer, self._rows, :, lengths] = v[:, :, 0]
-        return self.k[layer, : self.n, :, : self._end], self.v[layer, : self.n, :, : self._end]
+        return self.k[layer, : self.n, :, : self.end], self.v[layer, : self.n, :, : self.end]
 
     def cross(self, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
         return self._cross[layer]
@@ -102,7 +113,7 @@ class RowCache:
         raise AssertionError("cross-attention K/V are set when rows join")  # DecoderLayer never calls it here
 
     def self_kv(self) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.k[:, : self.n], self.v[:, : self.n]
+        return self._self_kv
 
     # --- rows ----------------------------------------------------------------------------------
 
@@ -111,29 +122,31 @@ class RowCache:
         """The additive (R, 1, 1, S) key mask of the rows' sources."""
         return self._mask
 
-    def prepare_step(self, need_mask: bool = True) -> torch.Tensor | None:
-        """Room for the step about to run; returns its additive (R, 1, 1, end) self-attention mask
-        (None when not `need_mask`: the engine reads each row's length instead).
+    def prepare_step(self, longest: int, need_mask: bool = True) -> torch.Tensor | None:
+        """Room for the step about to run, whose longest row has `longest` positions written; returns
+        its additive (R, 1, 1, end) self-attention mask (None when not `need_mask`: the engine reads
+        each row's length instead).
 
         The step covers positions 0..end-1 (the longest history plus its new position); row r sees
         0..lengths[r], its own new position included.
         """
-        lengths = self.lengths[: self.n]
-        self._end = int(lengths.max()) + 1
-        if self._end > self.k.size(3):
+        self.end = longest + 1
+        if self.end > self.k.size(3):
             pad = (0, 0, 0, GROW)
             self.k, self.v = F.pad(self.k, pad), F.pad(self.v, pad)
+            self._views()
         if not need_mask:
             return None
-        hidden = torch.arange(self._end, device=self.device)[None, :] > lengths[:, None]
+        hidden = torch.arange(self.end, device=self.device)[None, :] > self.lengths_in_use[:, None]
         mask = torch.zeros(hidden.shape, dtype=self.dtype, device=self.device).masked_fill_(hidden, float("-inf"))
         return mask[:, None, None, :]
 
     def advance(self) -> None:
-        self.lengths[: self.n] += 1
+        self.lengths_in_use += 1
 
-    def add(self, cross: list[tuple[torch.Tensor, torch.Tensor]], source_mask: torch.Tensor) -> None:
-        """New rows with empty histories, their cross K/V (R, H, S, E) per layer and source mask (R, 1, 1, S)."""
+    def add(self, cross: list[tuple[torch.Tensor, torch.Tensor]], source_mask: torch.Tensor, first_token: int) -> None:
+        """New rows with empty histories, their cross K/V (R, H, S, E) per layer and source mask
+        (R, 1, 1, S), each to be fed `first_token` first."""
         m, s = source_mask.size(0), source_mask.size(-1)
         self._fit(self.n + m, s)
         new = slice(self.n, self.n + m)
@@ -142,7 +155,8 @@ class RowCache:
             self.cross_v[layer, new, :, :s] = v
         self.source_mask[new] = float("-inf")
         self.source_mask[new, :, :, :s] = source_mask
-        self.lengths[new] = 0
+        self.source_lengths[new] = (source_mask[:, 0, 0, :] == 0).sum(dim=-1)
+        self.lengths[new], self.tokens[new] = 0, first_token
         self.n, self.width = self.n + m, max(self.width if self.n else 1, s)
         self._views()
 
@@ -152,11 +166,11 @@ class RowCache:
         n = len(keep)
         holes = sorted(set(range(n)) - set(keep))
         movers = [r for r in keep if r >= n]
-        if movers:
-            to, of = torch.tensor(holes, device=self.device), torch.tensor(movers, device=self.device)
-            for buffer in (self.k, self.v, self.cross_k, self.cross_v):
-                buffer[:, to] = buffer[:, of]
-            for buffer in (self.lengths, self.source_mask):
+        written = int(self.lengths[movers].max()) if movers else 0
+        for to, of in zip(holes, movers):  # only what the row has written: small copies, not thread-pool work
+            for buffer, used in ((self.k, written), (self.v, written), (self.cross_k, width), (self.cross_v, width)):
+                buffer[:, to, :, :used] = buffer[:, of, :, :used]
+            for buffer in self._row_buffers():
                 buffer[to] = buffer[of]
         position = dict(zip(holes, movers))
         order = [position.get(i, i) for i in range(n)]
@@ -173,13 +187,17 @@ class RowCache:
             return
         rows = max(rows, 2 * have_rows) if rows > have_rows else have_rows
         sources = -(-max(sources, have_sources) // GROW) * GROW
-        old = (self.k, self.v, self.cross_k, self.cross_v, self.lengths, self.source_mask)
+        old_kv, old_rows = (self.k, self.v, self.cross_k, self.cross_v), self._row_buffers()
         self._allocate(rows, self.k.size(3), sources)
         n = self.n
-        for new, was in zip((self.k, self.v, self.cross_k, self.cross_v), old):
+        for new, was in zip((self.k, self.v, self.cross_k, self.cross_v), old_kv):
             new[:, :n, :, : was.size(3)] = was[:, :n]
-        self.lengths[:n] = old[4][:n]
-        self.source_mask[:n, :, :, : old[5].size(3)] = old[5][:n]
+        for new, was in zip(self._row_buffers(), old_rows):
+            if was.dim() == 1:
+                new[:n] = was[:n]
+            else:  # the source mask (rows, 1, 1, S)
+                new[:n, :, :, : was.size(-1)] = was[:n]
+        self._views()
 
 
 class ContinuousGreedy:
@@ -191,7 +209,8 @@ class ContinuousGreedy:
         self.device, self.dtype = weight.device, weight.dtype
         self.rows: list[_Row] = []
         self.cache = RowCache(model, self.device, self.dtype)
-        self.tokens = torch.zeros(0, dtype=torch.long, device=self.device)  # each row's last token
+        self._forbidden = torch.tensor(list(special.forbidden), dtype=torch.long, device=self.device)
+        self._layers: tuple[frozenset[int], frozenset[int]] = (frozenset(), frozenset())  # the rows' (cross, self)
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -210,30 +229,51 @@ class ContinuousGreedy:
         src = right_padded([r.source_ids for r in requests], self.model.cfg.pad_id, self.device)
         memory, src_mask = self.model.encode(src)
         # Padded source positions are masked (-inf) for old and new rows alike.
-        self.cache.add(self.model.cross_kv(memory), src_mask)
-        self.tokens = torch.cat([self.tokens, self.tokens.new_full((len(requests),), self.special.bos)])
+        self.cache.add(self.model.cross_kv(memory), src_mask, self.special.bos)
         self.rows += [_Row(r) for r in requests]
+        self._rows_changed()
+
+    def _rows_changed(self) -> None:
+        """The attention layers some row asks for, worked out when rows join or leave, not every step."""
+        options = [row.request.options for row in self.rows]
+        self._layers = (frozenset(l for o in options for l in o.cross_attention_layers),
+                        frozenset(l for o in options for l in o.self_attention_layers))
 
     @torch.inference_mode()
     def step(self) -> list[tuple[Request, Hypothesis]]:
         """One token for every row; returns the rows that finished, which leave the batch."""
         if not self.rows:
             return []
-        layers = frozenset(l for row in self.rows for l in row.request.options.cross_attention_layers)
-        self_layers = frozenset(l for row in self.rows for l in row.request.options.self_attention_layers)
-        mask = self.cache.prepare_step(need_mask=self.model.engine is None)  # the engine reads lengths instead
-        logits, out = self.model.decode(
-            self.tokens[:, None], None, self.cache.mask_of_sources, self.cache, offset=self.cache.lengths[: len(self)],
-            self_layers=self_layers, cross_layers=layers, cache_mask=mask,
-        )
-        self.cache.advance()
-        logp = logits[:, -1].float() if out.normalized else torch.log_softmax(logits[:, -1].float(), dim=-1)
-        logp[:, self.special.forbidden] = float("-inf")  # after the softmax, as greedy does
-        best_logp, best = top_of(self.model, logp, 1)  # the argmax (first of equals), in C with the engine
-        self.tokens = best[:, 0]
-        self._record(logp, best_logp[:, 0], {l: w[:, :, -1, :].float() for l, w in out.cross_attention.items()},
+        longest = max(len(row.steps) for row in self.rows)  # a row has written one position per step
+        if self.model.engine_runs():
+            logp, out = self._engine_step(longest)
+        else:
+            logp, out = self._torch_step(longest)
+        self._record(logp, {l: w[:, :, -1, :].float() for l, w in out.cross_attention.items()},
                      {l: w[:, :, -1, :].float() for l, w in out.self_attention.items()})
         return self._leave()
+
+    def _engine_step(self, longest: int) -> tuple[torch.Tensor, DecoderOutput]:
+        # One C call: the step, the forbidden tokens, each row's argmax and its length advanced (a
+        # busy server spent half its decoding threads' time in the Python between such calls).
+        self.cache.prepare_step(longest, need_mask=False)
+        cross_layers, self_layers = self._layers
+        return self.model.engine.greedy_step(self.cache, self._forbidden, self_layers, cross_layers)
+
+    def _torch_step(self, longest: int) -> tuple[torch.Tensor, DecoderOutput]:
+        cross_layers, self_layers = self._layers
+        cache = self.cache
+        mask = cache.prepare_step(longest)
+        logits, out = self.model.decode(cache.tokens_in_use[:, None], None, cache.mask_of_sources, cache,
+                                        offset=cache.lengths_in_use, self_layers=self_layers, cross_layers=cross_layers,
+                                        cache_mask=mask)
+        cache.advance()
+        logp = logits[:, -1].float() if out.normalized else torch.log_softmax(logits[:, -1].float(), dim=-1)
+        logp.index_fill_(1, self._forbidden, float("-inf"))  # after the softmax, as greedy does
+        best_logp, best = logp.topk(1, dim=-1)  # the argmax, the first of equals
+        cache.tokens_in_use.copy_(best[:, 0])
+        cache.best_logp_in_use.copy_(best_logp[:, 0])
+        return logp, out
 
     def remove(self, tags: set) -> None:
         """Drop the rows of callers who gave up (their requests' tags)."""
@@ -241,9 +281,8 @@ class ContinuousGreedy:
         if len(keep) < len(self.rows):
             self._keep(keep)
 
-    def _record(self, logp: torch.Tensor, chosen_logp: torch.Tensor, cross: dict[int, torch.Tensor],
-                own: dict[int, torch.Tensor]) -> None:
-        chosen, chosen_logp = self.tokens.tolist(), chosen_logp.tolist()
+    def _record(self, logp: torch.Tensor, cross: dict[int, torch.Tensor], own: dict[int, torch.Tensor]) -> None:
+        chosen, chosen_logp = self.cache.tokens_in_use.tolist(), self.cache.best_logp_in_use.tolist()
         k = max(row.request.options.top_k for row in self.rows)
         top_p, top_i = [], []
         if k:
@@ -277,5 +316,5 @@ class ContinuousGreedy:
         width = max((self.rows[i].source_length for i in keep), default=1)  # the longest source left
         order = self.cache.keep(keep, width)
         self.rows = [self.rows[i] for i in order]
-        self.tokens = self.tokens[torch.tensor(order, dtype=torch.long, device=self.device)]
+        self._rows_changed()
 

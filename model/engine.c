@@ -64,7 +64,7 @@ typedef struct {
 /* A strided (R, H, T, E) view of keys or values: element (r, h, t, e) is at base[r*sr + h*sh + t*st + e]. */
 typedef struct { float *base; int64_t sr, sh, st; } Heads;
 
-int engine_abi(void) { return 4; }
+int engine_abi(void) { return 5; }
 
 int engine_cpu_supported(void) {
     __builtin_cpu_init();
@@ -410,13 +410,27 @@ int engine_cross_kv(const Model *M, int64_t layer, const float *memory, int64_t 
 
 /* --- one decoder step ---------------------------------------------------------------------- */
 
+/* The column of the largest of x[0..n-1], the first of equals; -1 when every value is -inf. */
+static int64_t argmax(const float *x, int64_t n) {
+    float top = -INFINITY;
+    int64_t at = -1;
+    for (int64_t i = 0; i < n; i++)
+        if (x[i] > top) top = x[i], at = i;
+    return at;
+}
+
 /* Row r feeds token ids[r] at position pos[r]: its key and value go into the self-attention cache at
    pos[r], it attends to its positions 0..pos[r] and to its first src_len[r] source positions, and
    its log-probabilities (V, log_softmax of the logits) go to logits[r]. self_w[l] / cross_w[l], when not NULL, receive the layer's weights
-   as (R, H, self_width) / (R, H, cross_width), zero past each row's own length. */
-int engine_decode_step(const Model *M, const int64_t *ids, const int64_t *pos, const int64_t *src_len, int64_t rows,
+   as (R, H, self_width) / (R, H, cross_width), zero past each row's own length.
+   Greedy search's own work, when `best` is not NULL (the running batch, model/continuous.py): the
+   `forbidden` tokens' log-probabilities become -inf, best[r] gets row r's argmax (the first of
+   equals) and best_logp[r] its log-probability, and pos[r] advances by one. `best` may be `ids`:
+   the chosen tokens are the next step's input. */
+int engine_decode_step(const Model *M, int64_t *ids, int64_t *pos, const int64_t *src_len, int64_t rows,
                        const Heads *self_k, const Heads *self_v, const Heads *cross_k, const Heads *cross_v,
-                       float **self_w, int64_t self_width, float **cross_w, int64_t cross_width, float *logits) {
+                       float **self_w, int64_t self_width, float **cross_w, int64_t cross_width, float *logits,
+                       const int64_t *forbidden, int64_t n_forbidden, int64_t *best, float *best_logp) {
     const int64_t d = M->d, h = M->heads, e = d / h, threads = M->threads;
     int64_t longest = 1;
     for (int64_t r = 0; r < rows; r++) {
@@ -466,7 +480,17 @@ int engine_decode_step(const Model *M, const int64_t *ids, const int64_t *pos, c
     layer_norm(x, rows, d, M->decoder_norm, M->eps, hn);
     linear(&M->projection, hn, rows, logits, M->projection.n, STORE, threads);  /* n: vocab padded to whole tiles */
 #pragma omp parallel for schedule(static) num_threads(threads)
-    for (int64_t r = 0; r < rows; r++) log_softmax_row(logits + r * M->projection.n, M->vocab);
+    for (int64_t r = 0; r < rows; r++) {
+        float *row = logits + r * M->projection.n;
+        log_softmax_row(row, M->vocab);
+        if (!best) continue;
+        for (int64_t i = 0; i < n_forbidden; i++) row[forbidden[i]] = -INFINITY;
+        int64_t at = argmax(row, M->vocab);
+        best_logp[r] = at >= 0 ? row[at] : -INFINITY;
+        best[r] = at;  /* after every read of ids[r] (the embedding, above): best may be ids */
+    }
+    if (best)
+        for (int64_t r = 0; r < rows; r++) pos[r] += 1;
     scratch_free(buffers);
     return 0;
 }

@@ -34,7 +34,7 @@ SOURCE = Path(__file__).with_name("engine.c")
 # (fused in one tile and not in another, a row's bits depended on its place in the batch).
 FLAGS = ["-O3", "-mavx2", "-mfma", "-ffp-contract=off", "-fopenmp", "-fPIC", "-shared"]
 MAX_LAYERS = 16
-ABI = 4
+ABI = 5
 c_float_p, c_int8_p, c_int64_p = ctypes.POINTER(ctypes.c_float), ctypes.POINTER(ctypes.c_int8), ctypes.POINTER(ctypes.c_int64)
 
 
@@ -143,7 +143,8 @@ def library() -> ctypes.CDLL:
     lib.engine_decode_step.argtypes = [ctypes.c_void_p, c_int64_p, c_int64_p, c_int64_p, ctypes.c_int64,
                                        ctypes.POINTER(_Heads), ctypes.POINTER(_Heads), ctypes.POINTER(_Heads),
                                        ctypes.POINTER(_Heads), ctypes.POINTER(c_float_p), ctypes.c_int64,
-                                       ctypes.POINTER(c_float_p), ctypes.c_int64, c_float_p]
+                                       ctypes.POINTER(c_float_p), ctypes.c_int64, c_float_p, c_int64_p, ctypes.c_int64,
+                                       c_int64_p, c_float_p]
     lib.engine_gather_rows.argtypes = [c_float_p, c_float_p, c_int64_p] + [ctypes.c_int64] * 9
     lib.engine_topk.argtypes = [c_float_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, c_float_p,
                                 c_int64_p, ctypes.c_int64]
@@ -334,8 +335,38 @@ class Engine:
         self._call(
             "decode_step", _ptr(tgt, c_int64_p), _ptr(pos, c_int64_p), _ptr(src_len, c_int64_p), rows,
             sk, sv, ck, cv, self._weight_pointers(self_w), self_width, self._weight_pointers(cross_w), src_mask.size(-1),
-            _ptr(logits))
+            _ptr(logits), None, 0, None, None)
         return logits[..., : self.cfg.vocab_size], DecoderOutput(None, self_w, cross_w, normalized=True)
+
+    def greedy_step(self, cache, forbidden: torch.Tensor, self_layers: frozenset[int], cross_layers: frozenset[int]):
+        """One step of the running batch (model.continuous.RowCache) in one C call: log-probabilities
+        (R, V) as `decode_step` gives them, except that C also sets the `forbidden` tokens to -inf,
+        writes each row's best token over `cache.tokens_in_use` (its next input) and its
+        log-probability into `cache.best_logp_in_use`, and advances `cache.lengths_in_use`.
+
+        The C arguments are built once per set of rows (`cache.prepared`, reset when rows join or
+        leave). The tokens are <s> or the engine's own choices, so only the positions are checked.
+        """
+        if cache.end > self.cfg.max_len:
+            raise ValueError(f"sequence of {cache.end} positions exceeds max_len={self.cfg.max_len}")
+        if cache.end > cache.k.size(3):
+            raise ValueError(f"position {cache.end - 1} is past the cache's {cache.k.size(3)} positions")
+        if cache.prepared is None:
+            rows, cross = cache.n, [cache.cross(l) for l in range(self.cfg.decoder_layers)]
+            logits = torch.empty(rows, self.vocab_tiles)
+            heads = (*(self._heads_of(buffer) for buffer in cache.self_kv()),
+                     self._heads_of([k for k, _ in cross]), self._heads_of([v for _, v in cross]))
+            tokens, lengths = _ptr(cache.tokens_in_use, c_int64_p), _ptr(cache.lengths_in_use, c_int64_p)
+            cache.prepared = (logits, (tokens, lengths, _ptr(cache.source_lengths_in_use, c_int64_p), rows, *heads),
+                              (_ptr(logits), None, 0, tokens, _ptr(cache.best_logp_in_use)))
+        logits, head, (logits_ptr, _, _, tokens, best_logp) = cache.prepared
+        rows, width = head[3], cache.width
+        self_width = cache.end if self_layers else 0
+        self_w = {l: torch.zeros(rows, self.cfg.n_heads, 1, self_width) for l in sorted(self_layers)}
+        cross_w = {l: torch.zeros(rows, self.cfg.n_heads, 1, width) for l in sorted(cross_layers)}
+        self._call("decode_step", *head, self._weight_pointers(self_w), self_width, self._weight_pointers(cross_w), width,
+                   logits_ptr, _ptr(forbidden, c_int64_p), forbidden.numel(), tokens, best_logp)
+        return logits[:, : self.cfg.vocab_size], DecoderOutput(None, self_w, cross_w, normalized=True)
 
     def gather_rows(self, src: torch.Tensor, index: torch.Tensor, n: int, out: torch.Tensor | None = None) -> torch.Tensor:
         """For a KV cache (L, R, H, T, E): rows `index` of `src`, their first `n` positions copied (in C,

@@ -457,7 +457,7 @@ class Transformer(nn.Module):
         self, src: torch.Tensor, layers: frozenset[int] = frozenset()
     ) -> tuple[torch.Tensor, torch.Tensor, dict[int, torch.Tensor]]:
         """`encode`, plus the encoder self-attention weights (B, H, S, S) of `layers`."""
-        if self._engine_runs():
+        if self.engine_runs():
             return self.engine.encode(src, layers)
         src_mask = padding_mask(src, self.cfg.pad_id).to(self.embedding.weight.dtype)
         rows = RowLengths.of_mask(src_mask, cut_queries=True) if self.row_exact else None
@@ -483,7 +483,7 @@ class Transformer(nn.Module):
         each row's unused cache positions.
         """
         t = tgt.size(1)
-        if cache is not None and t == 1 and self._engine_runs():
+        if cache is not None and t == 1 and self.engine_runs():
             return self.engine.decode_step(tgt, memory, src_mask, cache, offset, self_layers, cross_layers)
         if cache is not None and t > 1 and (torch.is_tensor(offset) or offset > 0):
             raise ValueError("cached decoding feeds one new position at a time")
@@ -495,11 +495,12 @@ class Transformer(nn.Module):
 
     def cross_kv(self, memory: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Per decoder layer, the cross-attention keys and values (B, H, S, E) of `memory`."""
-        if self._engine_runs():
+        if self.engine_runs():
             return self.engine.cross_kv(memory)
         return [layer.cross_attn.project_kv(memory) for layer in self.decoder.layers]
 
-    def _engine_runs(self) -> bool:
+    def engine_runs(self) -> bool:
+        """Whether inference calls go to `self.engine` (one is attached, in eval mode, without grad)."""
         return self.engine is not None and not self.training and not torch.is_grad_enabled()
 
     def _step_rows(self, batch: int, offset, src_mask: torch.Tensor, cache_mask: torch.Tensor | None) -> tuple[RowLengths, RowLengths]:

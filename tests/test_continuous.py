@@ -49,7 +49,8 @@ def _assert_same(got, want, layers=(), exact=False):
 @pytest.mark.parametrize("int8", [False, True, "pytorch"])  # "pytorch": int8 without the C engine
 def test_rows_joining_at_different_steps_decode_as_they_would_alone(trained, sources, int8):
     model = quantize_int8(trained, engine=int8 is True) if int8 else trained
-    options = DecodeOptions(strategy="greedy", max_new_tokens=12, top_k=3, cross_attention_layers=(0, 1))
+    options = DecodeOptions(strategy="greedy", max_new_tokens=12, top_k=3, cross_attention_layers=(0, 1),
+                            self_attention_layers=(1,))
     requests = [Request(ids, options, tag=i) for i, ids in enumerate(sources)]
     # Two start, two join after two steps, the rest after five (some of the first have left by then).
     results = _run(ContinuousGreedy(model, SPECIAL), {0: requests[:2], 2: requests[2:4], 5: requests[4:]})

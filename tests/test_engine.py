@@ -185,3 +185,32 @@ def test_each_thread_sets_its_own_engine_threads_and_gets_the_same_bits(trained,
         t.join()
     assert seen == {1: 1, 2: 2} and engine.threads_here() == torch.get_num_threads()  # this thread: torch's count
     assert results[1] == results[2]
+
+
+@pytest.mark.parametrize("int8", [False, True])
+def test_the_greedy_step_in_c_forbids_picks_and_advances_as_pytorch_does(trained, int8):
+    """The running batch's one-call step (Engine.greedy_step) against decode_step followed by
+    PyTorch's own masking and argmax, with the tokens each row would pick first forbidden."""
+    from model.continuous import ContinuousGreedy, Request
+    from model.decoding import SpecialIds
+
+    fast = with_engine(trained, int8)
+    src, _ = copy_task_batch(torch.Generator().manual_seed(14), 5)
+    sources = [row[row != SPECIAL.pad].tolist() for row in src]
+    with torch.inference_mode():  # as ContinuousGreedy.step runs them
+        probe = ContinuousGreedy(fast, SPECIAL)
+        probe.add([Request(ids, DecodeOptions(strategy="greedy")) for ids in sources])
+        probe._torch_step(0)
+        first = set(probe.cache.tokens_in_use.tolist()) - {0, 1}
+        special = SpecialIds(pad=0, bos=1, eos=2, never=tuple(sorted(first)))
+        batches = [ContinuousGreedy(fast, special) for _ in range(2)]
+        for batch in batches:
+            batch.add([Request(ids, DecodeOptions(strategy="greedy")) for ids in sources])
+        for step in range(4):
+            want, _ = batches[0]._torch_step(step)
+            got, _ = batches[1]._engine_step(step)
+            assert torch.equal(got, want)
+            for name in ("tokens_in_use", "best_logp_in_use", "lengths_in_use"):
+                assert torch.equal(getattr(batches[1].cache, name), getattr(batches[0].cache, name)), name
+            assert step or not set(batches[1].cache.tokens_in_use.tolist()) & first  # forbidding mattered
+    assert first and batches[1].cache.lengths_in_use.tolist() == [4] * len(sources)
