@@ -144,20 +144,30 @@ class RowCache:
     def advance(self) -> None:
         self.lengths_in_use += 1
 
+    def reserve(self, rows: int, positions: int) -> int:
+        """Room for `rows` new rows whose sources have up to `positions` tokens; returns the first one's index."""
+        self._fit(self.n + rows, positions)
+        return self.n
+
     def add(self, cross: list[tuple[torch.Tensor, torch.Tensor]], source_mask: torch.Tensor, first_token: int) -> None:
         """New rows with empty histories, their cross K/V (R, H, S, E) per layer and source mask
         (R, 1, 1, S), each to be fed `first_token` first."""
         m, s = source_mask.size(0), source_mask.size(-1)
-        self._fit(self.n + m, s)
-        new = slice(self.n, self.n + m)
+        new = slice(self.reserve(m, s), self.n + m)
         for layer, (k, v) in enumerate(cross):
             self.cross_k[layer, new, :, :s] = k
             self.cross_v[layer, new, :, :s] = v
+        self.admit((source_mask[:, 0, 0, :] == 0).sum(dim=-1).tolist(), first_token)
+
+    def admit(self, source_lengths: list[int], first_token: int) -> None:
+        """Rows reserved, whose cross K/V are written, join with empty histories and `first_token` to feed."""
+        m, new = len(source_lengths), slice(self.n, self.n + len(source_lengths))
         self.source_mask[new] = float("-inf")
-        self.source_mask[new, :, :, :s] = source_mask
-        self.source_lengths[new] = (source_mask[:, 0, 0, :] == 0).sum(dim=-1)
+        for r, length in enumerate(source_lengths, start=self.n):
+            self.source_mask[r, :, :, :length] = 0.0
+        self.source_lengths[new] = torch.tensor(source_lengths)
         self.lengths[new], self.tokens[new] = 0, first_token
-        self.n, self.width = self.n + m, max(self.width if self.n else 1, s)
+        self.n, self.width = self.n + m, max(self.width if self.n else 1, *source_lengths)
         self._views()
 
     def keep(self, keep: list[int], width: int) -> list[int]:
@@ -226,10 +236,14 @@ class ContinuousGreedy:
             return
         if self.model.training:
             self.model.eval()
-        src = right_padded([r.source_ids for r in requests], self.model.cfg.pad_id, self.device)
-        memory, src_mask = self.model.encode(src)
-        # Padded source positions are masked (-inf) for old and new rows alike.
-        self.cache.add(self.model.cross_kv(memory), src_mask, self.special.bos)
+        sources = [r.source_ids for r in requests]
+        if self.model.engine_runs():  # one C call encodes and writes the cross K/V into the rows' places
+            first = self.cache.reserve(len(sources), max(map(len, sources)))
+            self.model.engine.encode_into(sources, self.cache.cross_k, self.cache.cross_v, first)
+            self.cache.admit([len(ids) for ids in sources], self.special.bos)
+        else:
+            memory, src_mask = self.model.encode(right_padded(sources, self.model.cfg.pad_id, self.device))
+            self.cache.add(self.model.cross_kv(memory), src_mask, self.special.bos)
         self.rows += [_Row(r) for r in requests]
         self._rows_changed()
 

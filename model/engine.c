@@ -64,7 +64,7 @@ typedef struct {
 /* A strided (R, H, T, E) view of keys or values: element (r, h, t, e) is at base[r*sr + h*sh + t*st + e]. */
 typedef struct { float *base; int64_t sr, sh, st; } Heads;
 
-int engine_abi(void) { return 5; }
+int engine_abi(void) { return 6; }
 
 int engine_cpu_supported(void) {
     __builtin_cpu_init();
@@ -356,21 +356,19 @@ static void scratch_free(Scratch s) {
 
 /* --- encoder ------------------------------------------------------------------------------- */
 
-/* The valid tokens of every source, packed: `starts[b]` is the first packed row of source b and
-   `lengths[b]` its token count; padding is never computed. Writes memory (B, S, D), zero on padding,
-   and when weights[l] is not NULL the self-attention weights of layer l, (B, H, S, S). */
-int engine_encode(const Model *M, const int64_t *ids, int64_t batch, int64_t width, const int64_t *lengths,
-                  float *memory, float **weights) {
+/* The encoder over the valid tokens of every source, packed: `starts[b]` is the first packed row of
+   source b and `lengths[b]` its token count, so padding is never computed. Source b's token s is
+   ids[b * id_stride + s] (id_stride 0: ids are packed too, ids[starts[b] + s]). Leaves the final,
+   normalised rows in buffers->hn, and when weights[l] is not NULL writes the self-attention weights
+   of layer l, (B, H, width, width). */
+static void encoder_pass(const Model *M, const int64_t *ids, int64_t id_stride, int64_t batch, int64_t width,
+                         const int64_t *starts, const int64_t *lengths, int64_t total, Scratch *buffers, float **weights) {
     const int64_t d = M->d, h = M->heads, e = d / h, threads = M->threads;
-    int64_t total = 0;
-    int64_t *starts = malloc((size_t)batch * sizeof(int64_t));
-    for (int64_t b = 0; b < batch; b++) { starts[b] = total; total += lengths[b]; }
-    Scratch buffers = scratch_new(M, total, width);
-    float *x = buffers.x, *hn = buffers.hn, *qkv = buffers.qkv, *ctx = buffers.ctx, *ff = buffers.ff, *scores = buffers.scores;
+    float *x = buffers->x, *hn = buffers->hn, *qkv = buffers->qkv, *ctx = buffers->ctx, *ff = buffers->ff, *scores = buffers->scores;
     for (int64_t b = 0; b < batch; b++)
         for (int64_t s = 0; s < lengths[b]; s++) {
             float *xr = x + (starts[b] + s) * d;
-            const float *emb = M->embedding + ids[b * width + s] * d, *pos = M->positions + s * d;
+            const float *emb = M->embedding + ids[(id_stride ? b * id_stride : starts[b]) + s] * d, *pos = M->positions + s * d;
             for (int64_t i = 0; i < d; i++) xr[i] = emb[i] * M->embed_scale + pos[i];
         }
     for (int64_t l = 0; l < M->encoder_layers; l++) {
@@ -393,9 +391,57 @@ int engine_encode(const Model *M, const int64_t *ids, int64_t batch, int64_t wid
         linear(&L->ff2, ff, total, x, d, ADD, threads);
     }
     layer_norm(x, total, d, M->encoder_norm, M->eps, hn);
+}
+
+static int64_t *packed_starts(const int64_t *lengths, int64_t batch, int64_t *total) {
+    int64_t *starts = malloc((size_t)batch * sizeof(int64_t));
+    *total = 0;
+    for (int64_t b = 0; b < batch; b++) { starts[b] = *total; *total += lengths[b]; }
+    return starts;
+}
+
+/* Sources (B, width) right-padded, `lengths[b]` tokens each: memory (B, width, D), zero on padding,
+   and the self-attention weights of the layers l whose weights[l] is not NULL. */
+int engine_encode(const Model *M, const int64_t *ids, int64_t batch, int64_t width, const int64_t *lengths,
+                  float *memory, float **weights) {
+    const int64_t d = M->d;
+    int64_t total;
+    int64_t *starts = packed_starts(lengths, batch, &total);
+    Scratch buffers = scratch_new(M, total, width);
+    encoder_pass(M, ids, width, batch, width, starts, lengths, total, &buffers, weights);
     memset(memory, 0, (size_t)(batch * width * d) * sizeof(float));
     for (int64_t b = 0; b < batch; b++)
-        memcpy(memory + b * width * d, hn + starts[b] * d, (size_t)(lengths[b] * d) * sizeof(float));
+        memcpy(memory + b * width * d, buffers.hn + starts[b] * d, (size_t)(lengths[b] * d) * sizeof(float));
+    free(starts);
+    scratch_free(buffers);
+    return 0;
+}
+
+/* The running batch's join (model/continuous.py) in one call: sources packed one after another
+   (`lengths[b]` tokens each) are encoded, and every decoder layer's cross-attention keys and values
+   of source b go straight to row first_row + b of cross_k[l] / cross_v[l], positions 0..lengths[b]-1. */
+int engine_encode_cross(const Model *M, const int64_t *ids, int64_t batch, const int64_t *lengths,
+                        const Heads *cross_k, const Heads *cross_v, int64_t first_row) {
+    const int64_t d = M->d, h = M->heads, e = d / h;
+    int64_t total, width = 1;
+    int64_t *starts = packed_starts(lengths, batch, &total);
+    for (int64_t b = 0; b < batch; b++) width = lengths[b] > width ? lengths[b] : width;
+    Scratch buffers = scratch_new(M, total, width);
+    encoder_pass(M, ids, 0, batch, width, starts, lengths, total, &buffers, NULL);
+    float *kv = malloc((size_t)(total * 2 * d) * sizeof(float));
+    for (int64_t l = 0; l < M->decoder_layers; l++) {
+        linear(&M->decoder[l].kv, buffers.hn, total, kv, 2 * d, STORE, M->threads);
+        const Heads ck = cross_k[l], cv = cross_v[l];
+        for (int64_t b = 0; b < batch; b++)
+            for (int64_t s = 0; s < lengths[b]; s++)
+                for (int64_t head = 0; head < h; head++) {
+                    const float *row = kv + (starts[b] + s) * 2 * d + head * e;
+                    int64_t r = first_row + b;
+                    memcpy(ck.base + r * ck.sr + head * ck.sh + s * ck.st, row, (size_t)e * sizeof(float));
+                    memcpy(cv.base + r * cv.sr + head * cv.sh + s * cv.st, row + d, (size_t)e * sizeof(float));
+                }
+    }
+    free(kv);
     free(starts);
     scratch_free(buffers);
     return 0;

@@ -34,7 +34,7 @@ SOURCE = Path(__file__).with_name("engine.c")
 # (fused in one tile and not in another, a row's bits depended on its place in the batch).
 FLAGS = ["-O3", "-mavx2", "-mfma", "-ffp-contract=off", "-fopenmp", "-fPIC", "-shared"]
 MAX_LAYERS = 16
-ABI = 5
+ABI = 6
 c_float_p, c_int8_p, c_int64_p = ctypes.POINTER(ctypes.c_float), ctypes.POINTER(ctypes.c_int8), ctypes.POINTER(ctypes.c_int64)
 
 
@@ -139,6 +139,8 @@ def library() -> ctypes.CDLL:
         raise EngineUnavailable(_failure) from None
     lib.engine_encode.argtypes = [ctypes.c_void_p, c_int64_p, ctypes.c_int64, ctypes.c_int64, c_int64_p, c_float_p,
                                   ctypes.POINTER(c_float_p)]
+    lib.engine_encode_cross.argtypes = [ctypes.c_void_p, c_int64_p, ctypes.c_int64, c_int64_p, ctypes.POINTER(_Heads),
+                                        ctypes.POINTER(_Heads), ctypes.c_int64]
     lib.engine_cross_kv.argtypes = [ctypes.c_void_p, ctypes.c_int64, c_float_p, ctypes.c_int64, c_float_p]
     lib.engine_decode_step.argtypes = [ctypes.c_void_p, c_int64_p, c_int64_p, c_int64_p, ctypes.c_int64,
                                        ctypes.POINTER(_Heads), ctypes.POINTER(_Heads), ctypes.POINTER(_Heads),
@@ -337,6 +339,21 @@ class Engine:
             sk, sv, ck, cv, self._weight_pointers(self_w), self_width, self._weight_pointers(cross_w), src_mask.size(-1),
             _ptr(logits), None, 0, None, None)
         return logits[..., : self.cfg.vocab_size], DecoderOutput(None, self_w, cross_w, normalized=True)
+
+    def encode_into(self, sources: list[list[int]], cross_k: torch.Tensor, cross_v: torch.Tensor, first_row: int) -> None:
+        """The running batch's join in one C call: `sources` (token ids, no padding) are encoded and
+        each decoder layer's cross-attention keys/values of source b are written to row first_row + b
+        of `cross_k` / `cross_v` (L, rows, H, S, E), positions 0..len(source)-1."""
+        flat = [t for ids in sources for t in ids]
+        if max(len(ids) for ids in sources) > self.cfg.max_len:
+            raise ValueError(f"a source exceeds max_len={self.cfg.max_len}")
+        if min(flat) < 0 or max(flat) >= self.cfg.vocab_size:
+            raise IndexError(f"token ids must lie in [0, {self.cfg.vocab_size})")
+        if first_row + len(sources) > cross_k.size(1) or max(len(ids) for ids in sources) > cross_k.size(3):
+            raise ValueError("the sources do not fit the cross-attention buffers")
+        ids, lengths = torch.tensor(flat, dtype=torch.int64), torch.tensor([len(s) for s in sources], dtype=torch.int64)
+        self._call("encode_cross", _ptr(ids, c_int64_p), len(sources), _ptr(lengths, c_int64_p),
+                   self._heads_of(cross_k), self._heads_of(cross_v), first_row)
 
     def greedy_step(self, cache, forbidden: torch.Tensor, self_layers: frozenset[int], cross_layers: frozenset[int]):
         """One step of the running batch (model.continuous.RowCache) in one C call: log-probabilities
