@@ -57,6 +57,10 @@ class Settings(BaseSettings):
         "sharing the engine's threads (continuous batching on the C engine). 0: auto, one per torch thread "
         "when every model runs on the engine, else 1."
     )
+    decode_nice: int = Field(
+        3, ge=0, le=19, description="Niceness of the decoding threads (Linux), below the HTTP event loop's, which "
+        "admits the texts they decode; 0 keeps them at the loop's priority."
+    )
     batch_window_ms: float = Field(
         10.0, ge=0, description="How long the first text of a batch waits for company (beam search; greedy too "
         "without continuous batching)."

@@ -95,7 +95,7 @@ class Translator:
         self.glossaries: dict[tuple[str, str, str], glossary.Named] = {}  # (name, source, target) -> terms
         self.problem: str | None = None  # why no model is served, once loading failed
         # One thread: the device runs one batch at a time anyway, and CUDA state stays on one thread.
-        self.thread = DecodeThread()
+        self.thread = DecodeThread(settings.decode_nice)
         self.admission = Admission(settings.max_queue, metrics)
         self.batcher = Batcher(
             self._decode_batch, self.thread, metrics,
@@ -117,7 +117,7 @@ class Translator:
         try:
             self.models = await self.thread.run(load_all, s.weights_dir, s.device, s.dtype, s.quantize, s.engine)
             threads = await self.thread.run(torch.get_num_threads)
-            self.continuous.set_lanes(self._lanes(threads), threads)
+            self.continuous.set_lanes(self._lanes(threads), threads, s.decode_nice)
         except ModelLoadError as e:
             self.problem = str(e)
             log.error("serving no model: %s", e)

@@ -4,6 +4,9 @@ own answer, the bounds hold, and a caller that gives up frees its place."""
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
+import threading
 import time
 
 import pytest
@@ -245,3 +248,15 @@ async def test_the_event_loop_answers_while_a_batch_decodes(tiny_weights):
         assert (await client.get("/health")).status_code == 200
         assert time.perf_counter() - began < 0.25 and not translating.done()
         assert (await translating).status_code == 200
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="per-thread niceness is Linux's")
+async def test_decoding_threads_run_below_the_event_loop_priority():
+    here = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    thread = DecodeThread(nice=3)
+    try:
+        niceness = await thread.run(lambda: os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+    finally:
+        thread.shutdown()
+    assert niceness == min(here + 3, 19)
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == here  # the loop's own is unchanged
