@@ -8,7 +8,8 @@ loop keeps accepting requests, and the device never runs two batches that would 
 
 Greedy texts go further (`ContinuousBatcher`, iteration-level batching): they join a running
 batch at its next decoder step and leave it with their last token, so a short sentence is not
-held back by a long one and the decoder never waits for a window to close.
+held back by a long one and the decoder never waits for a window to close. On the CPU engine
+several running batches (lanes) decode side by side, each on a thread of its own.
 """
 
 from __future__ import annotations
