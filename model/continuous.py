@@ -74,13 +74,18 @@ class RowCache:
 
     def _allocate(self, rows: int, positions: int, sources: int) -> None:
         layers, heads, e = self._shape
-        new = lambda t: torch.zeros(layers, rows, heads, t, e, device=self.device, dtype=self.dtype)  # noqa: E731
-        self.k, self.v = new(positions), new(positions)  # (L, rows, H, T, E)
-        self.cross_k, self.cross_v = new(sources), new(sources)  # (L, rows, H, S, E)
+
+        def kv(positions: int) -> torch.Tensor:
+            return torch.zeros(layers, rows, heads, positions, e, device=self.device, dtype=self.dtype)
+
+        def per_row() -> torch.Tensor:
+            return torch.zeros(rows, dtype=torch.long, device=self.device)
+
+        self.k, self.v = kv(positions), kv(positions)  # (L, rows, H, T, E)
+        self.cross_k, self.cross_v = kv(sources), kv(sources)  # (L, rows, H, S, E)
         self.source_mask = torch.full((rows, 1, 1, sources), float("-inf"), device=self.device, dtype=self.dtype)
-        long = lambda: torch.zeros(rows, dtype=torch.long, device=self.device)  # noqa: E731
-        self.lengths, self.source_lengths, self.tokens = long(), long(), long()
-        self.best_logp = torch.zeros(rows, device=self.device)  # the engine's greedy step writes it
+        self.lengths, self.source_lengths, self.tokens = per_row(), per_row(), per_row()
+        self.best_logp = torch.zeros(rows, device=self.device)  # each step's chosen tokens' log-probabilities
         self._views()
 
     def _row_buffers(self) -> tuple[torch.Tensor, ...]:
