@@ -341,7 +341,7 @@ class ContinuousBatcher:
                 await lane.thread.run(self._steps, lane)
             except Exception as e:  # a bug in decoding: fail the lane's texts in flight, keep serving
                 log.exception("continuous decoding failed")
-                self._fail_all(lane, e)
+                self._fail_lane(lane, e)
 
     def _steps(self, lane: _Lane) -> None:
         """On the lane's thread: admit, step and answer until idle or until another job is queued."""
@@ -394,7 +394,7 @@ class ContinuousBatcher:
             batch.add(joining.get(name, []))
         return list(batches.values())
 
-    def _fail_all(self, lane: _Lane, error: Exception) -> None:
+    def _fail_lane(self, lane: _Lane, error: Exception) -> None:
         """Fail the texts of `lane`, whose thread has stopped stepping: waiting and running alike."""
         with self._lock:
             tags = [w.payload.tag for w in lane.waiting] + [row.request.tag for b in lane.batches.values() for row in b.rows]

@@ -94,7 +94,8 @@ class Translator:
         self.models: dict[str, LoadedModel] = {}
         self.glossaries: dict[tuple[str, str, str], glossary.Named] = {}  # (name, source, target) -> terms
         self.problem: str | None = None  # why no model is served, once loading failed
-        # One thread: the device runs one batch at a time anyway, and CUDA state stays on one thread.
+        # One thread for beam batches and the first running greedy batch: the device runs one batch at a
+        # time anyway, and CUDA state stays on one thread. On the CPU engine, start() adds decode lanes.
         self.thread = DecodeThread(settings.decode_nice)
         self.admission = Admission(settings.max_queue, metrics)
         self.batcher = Batcher(

@@ -289,7 +289,7 @@ class ContinuousGreedy:
         cache.advance()
         logp = logits[:, -1].float() if out.normalized else torch.log_softmax(logits[:, -1].float(), dim=-1)
         logp.index_fill_(1, self._forbidden, float("-inf"))  # after the softmax, as greedy does
-        best_logp, best = logp.topk(1, dim=-1)  # the argmax, the first of equals
+        best_logp, best = top_of(self.model, logp, 1)  # the argmax, as greedy takes it
         cache.tokens_in_use.copy_(best[:, 0])
         cache.best_logp_in_use.copy_(best_logp[:, 0])
         return logp, out

@@ -344,14 +344,14 @@ class Engine:
         """The running batch's join in one C call: `sources` (token ids, no padding) are encoded and
         each decoder layer's cross-attention keys/values of source b are written to row first_row + b
         of `cross_k` / `cross_v` (L, rows, H, S, E), positions 0..len(source)-1."""
-        flat = [t for ids in sources for t in ids]
-        if max(len(ids) for ids in sources) > self.cfg.max_len:
+        flat, lengths = [t for ids in sources for t in ids], [len(ids) for ids in sources]
+        if max(lengths) > self.cfg.max_len:
             raise ValueError(f"a source exceeds max_len={self.cfg.max_len}")
         if min(flat) < 0 or max(flat) >= self.cfg.vocab_size:
             raise IndexError(f"token ids must lie in [0, {self.cfg.vocab_size})")
-        if first_row + len(sources) > cross_k.size(1) or max(len(ids) for ids in sources) > cross_k.size(3):
+        if first_row + len(sources) > cross_k.size(1) or max(lengths) > cross_k.size(3):
             raise ValueError("the sources do not fit the cross-attention buffers")
-        ids, lengths = torch.tensor(flat, dtype=torch.int64), torch.tensor([len(s) for s in sources], dtype=torch.int64)
+        ids, lengths = torch.tensor(flat, dtype=torch.int64), torch.tensor(lengths, dtype=torch.int64)
         self._call("encode_cross", _ptr(ids, c_int64_p), len(sources), _ptr(lengths, c_int64_p),
                    self._heads_of(cross_k), self._heads_of(cross_v), first_row)
 
@@ -373,16 +373,17 @@ class Engine:
             logits = torch.empty(rows, self.vocab_tiles)
             heads = (*(self._heads_of(buffer) for buffer in cache.self_kv()),
                      self._heads_of([k for k, _ in cross]), self._heads_of([v for _, v in cross]))
-            tokens, lengths = _ptr(cache.tokens_in_use, c_int64_p), _ptr(cache.lengths_in_use, c_int64_p)
-            cache.prepared = (logits, (tokens, lengths, _ptr(cache.source_lengths_in_use, c_int64_p), rows, *heads),
-                              (_ptr(logits), None, 0, tokens, _ptr(cache.best_logp_in_use)))
-        logits, head, (logits_ptr, _, _, tokens, best_logp) = cache.prepared
-        rows, width = head[3], cache.width
+            tokens = _ptr(cache.tokens_in_use, c_int64_p)
+            rows_in = (tokens, _ptr(cache.lengths_in_use, c_int64_p), _ptr(cache.source_lengths_in_use, c_int64_p), rows)
+            cache.prepared = (logits, (*rows_in, *heads), (_ptr(logits), tokens, _ptr(cache.best_logp_in_use)))
+        logits, rows_and_heads, (logits_ptr, tokens, best_logp) = cache.prepared
+        rows, width = cache.n, cache.width
         self_width = cache.end if self_layers else 0
         self_w = {l: torch.zeros(rows, self.cfg.n_heads, 1, self_width) for l in sorted(self_layers)}
         cross_w = {l: torch.zeros(rows, self.cfg.n_heads, 1, width) for l in sorted(cross_layers)}
-        self._call("decode_step", *head, self._weight_pointers(self_w), self_width, self._weight_pointers(cross_w), width,
-                   logits_ptr, _ptr(forbidden, c_int64_p), forbidden.numel(), tokens, best_logp)
+        self._call("decode_step", *rows_and_heads, self._weight_pointers(self_w), self_width,
+                   self._weight_pointers(cross_w), width, logits_ptr, _ptr(forbidden, c_int64_p), forbidden.numel(),
+                   tokens, best_logp)
         return logits[:, : self.cfg.vocab_size], DecoderOutput(None, self_w, cross_w, normalized=True)
 
     def gather_rows(self, src: torch.Tensor, index: torch.Tensor, n: int, out: torch.Tensor | None = None) -> torch.Tensor:
