@@ -37,10 +37,9 @@ RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml
 # Last the code, so that editing it rebuilds only this layer.
 COPY app ./app
 COPY model ./model
-COPY bench ./bench
 RUN pip install --no-deps . \
  && python -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)"
-# The CPU engine (model/engine.c) is compiled here, so the runtime image needs no compiler; at run
+# The CPU engine (model/engine/engine.c) is compiled here, so the runtime image needs no compiler; at run
 # time it shares PyTorch's own OpenMP library. Without a C compiler the service runs on PyTorch alone.
 # hadolint ignore=DL3008
 RUN (command -v cc >/dev/null || (apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev \

@@ -4,7 +4,7 @@ BIN := $(VENV)/bin
 HOST ?= 0.0.0.0
 PORT ?= 8000
 
-.PHONY: setup serve test data clean peers
+.PHONY: setup serve test lint data clean peers
 
 # Idempotent: re-running only installs what changed in pyproject.toml.
 $(BIN)/python:
@@ -14,7 +14,7 @@ $(BIN)/python:
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -e '.[dev]'
-	@$(BIN)/python -m model.engine >/dev/null 2>&1 || echo "model/engine.c not built (no C compiler or no AVX2): PyTorch alone will run the models"
+	@$(BIN)/python -m model.engine >/dev/null 2>&1 || echo "model/engine/engine.c not built (no C compiler or no AVX2): PyTorch alone will run the models"
 	touch $@
 
 setup: $(VENV)/.installed
@@ -25,8 +25,11 @@ serve: setup
 test: setup
 	$(BIN)/python -m pytest -q
 
+lint: setup
+	$(BIN)/ruff check .
+
 data: setup
-	$(BIN)/python -m model.data
+	$(BIN)/python -m model.training.data
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -10,7 +10,7 @@ from fastapi import Depends, Request
 from starlette.exceptions import HTTPException
 
 from app.metrics import Metrics
-from app.translator import Translator
+from app.orchestration.translator import Translator
 
 T = TypeVar("T")
 

@@ -13,11 +13,12 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
-from app import errors, libretranslate, openapi, routes
+from app import errors
+from app.api import libretranslate, openapi, routes
 from app.metrics import Metrics
 from app.middleware import ApiKeys, BodyLimit, RateLimit, RequestLog
+from app.orchestration.translator import Translator
 from app.settings import Settings
-from app.translator import Translator
 
 log = logging.getLogger("app.main")
 

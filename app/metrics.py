@@ -26,7 +26,8 @@ class Metrics:
             "translate_in_flight", "Texts admitted and not yet answered (bounded by MAX_QUEUE).", registry=r
         )
         self.batch_size = Histogram(
-            "translate_batch_size", "Texts per decoded batch (beam search, and greedy without continuous batching).", buckets=BATCH_BUCKETS, registry=r
+            "translate_batch_size", "Texts per decoded batch (beam search, and greedy without continuous batching).",
+            buckets=BATCH_BUCKETS, registry=r,
         )
         self.continuous_rows = Histogram(
             "translate_continuous_rows", "Texts in each decoder step of the continuous greedy batch.",
@@ -39,7 +40,8 @@ class Metrics:
             "translate_tokens_generated", "Tokens generated, </s> included.", ["model", "direction"], registry=r
         )
         self.rejected = Counter(
-            "translate_rejected", "Requests refused: queue full, timed out or over the rate limit.", ["reason"], registry=r
+            "translate_rejected", "Requests refused: queue full, timed out or over the rate limit.", ["reason"],
+            registry=r,
         )
 
     def render(self) -> bytes:

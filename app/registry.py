@@ -8,9 +8,9 @@ from pathlib import Path
 import torch
 
 from model.checkpoint import CONFIG, LoadedModel, ModelLoadError, load
-from model.decoding import DecodeOptions, decode, special_ids
-from model.engine import attach, why_unavailable
-from model.quantize import quantize_int8
+from model.engine.backend import backend_for
+from model.search import decode
+from model.search.options import DecodeOptions, special_ids
 
 log = logging.getLogger("app.registry")
 
@@ -27,8 +27,8 @@ def resolve_device(setting: str) -> torch.device:
 
 
 def resolve_dtype(setting: str, device: torch.device) -> torch.dtype:
-    """float32 unless asked otherwise: on an H200, bfloat16 weights decoded 7-13x slower than
-    float32 (bench/results/gpu.json), and on CPU half precision gains nothing."""
+    """float32 unless asked otherwise: bfloat16 weights decoded slower than float32 on GPU, and on
+    CPU half precision gains nothing (docs/gpu.md)."""
     return torch.float32 if setting == "auto" else DTYPES[setting]
 
 
@@ -63,20 +63,16 @@ def load_all(weights_dir: Path, device_setting: str, dtype_setting: str, quantiz
     models: dict[str, LoadedModel] = {}
     for folder in folders:
         loaded = load(folder, device, dtype)
-        use_engine = engine_setting == "auto" and dtype == torch.float32
-        if quantization == "int8":
-            loaded.model, loaded.quantization = quantize_int8(loaded.model, engine=use_engine), "int8"
-        elif use_engine:
-            attach(loaded.model, int8=False)
-        if use_engine and loaded.model.engine is None:
-            log.warning("%s runs on PyTorch alone: %s", loaded.name, why_unavailable() or "the engine cannot run it")
+        loaded.quantization = quantization
+        # backend_for logs why, where the engine was asked for and cannot run.
+        loaded.backend = backend_for(loaded.model, int8=quantization == "int8", engine=engine_setting == "auto")
         if loaded.name in models:
             raise ModelLoadError(f"{folder}: a model named {loaded.name!r} is already loaded from "
                                  f"{models[loaded.name].path}")
         warm_up(loaded)
         models[loaded.name] = loaded
         log.info("loaded %s from %s on %s as %s (quantization: %s, engine: %s)", loaded.name, folder, device,
-                 str(dtype).removeprefix("torch."), loaded.quantization, "c" if loaded.model.engine else "torch")
+                 str(dtype).removeprefix("torch."), loaded.quantization, loaded.backend.name)
     return models
 
 
@@ -87,4 +83,4 @@ def warm_up(loaded: LoadedModel) -> None:
         opts = DecodeOptions(strategy=strategy, max_new_tokens=8, top_k=3, cross_attention_layers=(last_layer,))
         for _, target in loaded.directions:
             ids = loaded.tokenizer.encode_source(WARMUP_TEXT, target)
-            decode(loaded.model, torch.tensor([ids], device=loaded.device), opts, special_ids(loaded.tokenizer))
+            decode(loaded.backend, torch.tensor([ids], device=loaded.device), opts, special_ids(loaded.tokenizer))

@@ -19,18 +19,17 @@ class Settings(BaseSettings):
                                  "`<name>.<source>-<target>.tsv` (GET /glossaries lists them).")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: cuda when present, else cpu.")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
-        "auto", description="auto: float32 (bfloat16 decoded 7-13x slower on an H200, see bench/results/gpu.json)."
+        "auto", description="Precision of the weights and of the computation. auto: float32."
     )
     quantize: Literal["auto", "none", "int8"] = Field(
         "auto", description="int8: int8 weights in every linear layer, each input row quantised on its own so a "
-        "translation never depends on what shares its batch (CPU only); on the C engine 1.3x (batches of 32) to 2.9x "
-        "(one at a time) the sentences/s of float32 on an AMD EPYC (bench/results/engine.json), for at most 0.3 BLEU "
-        "on any domain (bench/results/quality.json). auto: int8 on CPU, none on CUDA."
+        "translation never depends on what shares its batch (CPU and float32 only); none: the weights as stored. "
+        "auto: int8 on CPU, none on CUDA."
     )
     engine: Literal["auto", "torch"] = Field(
-        "auto", description="auto: on an x86-64 CPU with AVX2 and a C compiler, models run on model/engine.c "
-        "(one C call per encoder pass and per decoder step; 2.2-8.2x the sentences/s of PyTorch alone on an AMD "
-        "EPYC, bench/results/engine.json); torch: PyTorch only. GET /models says which each model uses."
+        "auto", description="auto: on an x86-64 CPU with AVX2 and a C compiler, float32 models run on the C engine "
+        "(model/engine/engine.c: one C call per encoder pass and per decoder step); torch: PyTorch only. "
+        "GET /models says which each model uses."
     )
     torch_threads: int = Field(
         0, ge=0, description="CPU threads torch may use; 0 keeps its default (every core it sees, which in a "
@@ -55,12 +54,11 @@ class Settings(BaseSettings):
     decode_lanes: int = Field(
         0, ge=0, le=64, description="Running greedy batches decoded side by side, each on a thread of its own, "
         "sharing the engine's threads (continuous batching on the C engine). 0: auto, one per torch thread "
-        "when every model runs on the engine, else 1. On an AMD EPYC with 2 cores, 2 lanes served 159-161 "
-        "requests/s at 8 clients where 1 served 132."
+        "when every model runs on the engine, else 1."
     )
     decode_nice: int = Field(
-        3, ge=0, le=19, description="Niceness of the decoding threads (Linux), below the HTTP event loop's, which "
-        "admits the texts they decode; 0 keeps them at the loop's priority."
+        3, ge=0, le=19, description="Niceness the decoding threads add to the HTTP event loop's (Linux), so the "
+        "loop, which admits the texts they decode, comes first; 0 keeps them at the loop's priority."
     )
     batch_window_ms: float = Field(
         10.0, ge=0, description="How long the first text of a batch waits for company (beam search; greedy too "

@@ -12,7 +12,7 @@ Only content words count (nouns, proper nouns, verbs, adjectives, adverbs): link
 prepositions and pronouns repeat within a sentence and are mostly dropped as ambiguous anyway.
 
 Model links: the reference is teacher-forced in both directions (es->en and en->es) and each rule of
-model.align (decoder layer, heads, shift) links each target word to its best source word. A rule is
+model.text.align (decoder layer, heads, shift) links each target word to its best source word. A rule is
 scored by precision (correct links / predicted links whose target or source word takes part in a
 silver link, since other words have no silver answer) and recall (silver links predicted / silver
 links). Rules: every layer and shift with all heads; every single head; the best 2 and 3 heads of
@@ -39,9 +39,9 @@ import numpy as np
 import torch
 
 from bench.common import cpu_info, write_result
-from model.align import WORD, Rule, Word, links, scores, source_words, target_words
 from model.checkpoint import load
-from model.data import read_split
+from model.text.align import WORD, Rule, Word, links, scores, source_words, target_words
+from model.training.data import read_split
 
 ROOT = Path(__file__).resolve().parents[1]
 TEST_SPLIT = Path("/work/data/all/splits/test.tsv")
@@ -157,7 +157,8 @@ def english_candidates(texts: list[str]) -> tuple[list[list[set[str]]], int]:
     tagged = [parse_units(line) for line in run_pipeline(ENG_TAGGED, [for_apertium(t) for t in texts])]
     # The bilingual stage loses surface forms and pretransfer splits joined units, so each tagged
     # unit goes on its own line: output line k then holds unit k's translations, however split.
-    flat = [fields[1] if len(fields) > 1 and not fields[1].startswith("*") else "" for units in tagged for fields in units]
+    flat = [fields[1] if len(fields) > 1 and not fields[1].startswith("*") else ""
+            for units in tagged for fields in units]
     bilingual = iter(run_pipeline(ENG_BILINGUAL, [f"^{a}$" if a else "" for a in flat]))
     result, partial = [], 0
     for text, units in zip(texts, tagged):
@@ -190,8 +191,9 @@ class Sentence:
     tables: dict[tuple[int, int], np.ndarray] = field(default_factory=dict)  # (layer, shift) -> (H, target, source)
 
 
-def word_matrices(src: list[Word], tgt: list[Word], n_src: int, n_steps: int, shift: int) -> tuple[np.ndarray, np.ndarray]:
-    """Source (tokens, words) sums and target (words, steps) means: tgt @ A_head @ src is model.align.scores."""
+def word_matrices(src: list[Word], tgt: list[Word], n_src: int, n_steps: int,
+                  shift: int) -> tuple[np.ndarray, np.ndarray]:
+    """Source (tokens, words) sums and target (words, steps) means: tgt @ A_head @ src is model.text.align.scores."""
     src_m = np.zeros((n_src, len(src)))
     for w, word in enumerate(src):
         src_m[list(word.tokens), w] = 1.0
@@ -203,7 +205,8 @@ def word_matrices(src: list[Word], tgt: list[Word], n_src: int, n_steps: int, sh
     return src_m, tgt_m
 
 
-def head_tables(attention: dict[int, np.ndarray], src: list[Word], tgt: list[Word]) -> dict[tuple[int, int], np.ndarray]:
+def head_tables(attention: dict[int, np.ndarray], src: list[Word],
+                tgt: list[Word]) -> dict[tuple[int, int], np.ndarray]:
     """(layer, shift) -> per-head (H, target word, source word) scores; a head set's table is their mean."""
     tables = {}
     for layer, a in attention.items():  # a: (H, T, S)
@@ -232,7 +235,7 @@ def attention_batches(loaded, pairs: list[tuple[str, str]], target_lang: str, ba
             src_t[b, :len(s)] = torch.tensor(s)
             tgt_in[b, :len(t)] = torch.tensor([tok.bos_id, *t[:-1]])
         with torch.inference_mode():
-            memory, src_mask = model.encode(src_t)
+            memory, src_mask, _ = model.encode(src_t)
             _, out = model.decode(tgt_in, memory, src_mask, cross_layers=frozenset(range(n_layers)))
         for b, i in enumerate(chunk):
             rows = {layer: out.cross_attention[layer][b, :, :len(tgt[b]), :len(src[b])].double().numpy()
@@ -241,12 +244,12 @@ def attention_batches(loaded, pairs: list[tuple[str, str]], target_lang: str, ba
 
 
 def as_lists(a: np.ndarray) -> list[list[list[float]]]:
-    """(H, T, S) -> the [step][head][source token] lists model.align.scores reads."""
+    """(H, T, S) -> the [step][head][source token] lists model.text.align.scores reads."""
     return a.transpose(1, 0, 2).tolist()
 
 
 def check_vectorised(attention: dict[int, np.ndarray], src: list[Word], tgt: list[Word], n_heads: int) -> None:
-    """The einsum tables give the same scores and links as model.align.scores, for every rule."""
+    """The einsum tables give the same scores and links as model.text.align.scores, for every rule."""
     tables = head_tables(attention, src, tgt)
     for (layer, shift), table in tables.items():
         rows = as_lists(attention[layer])
@@ -257,7 +260,8 @@ def check_vectorised(attention: dict[int, np.ndarray], src: list[Word], tgt: lis
             assert links(ours.tolist()) == links(reference), (layer, shift, heads)
 
 
-def direction_sentences(loaded, rows, silver, source: str, target: str, batch: int, check: int) -> tuple[list[Sentence | None], int]:
+def direction_sentences(loaded, rows, silver, source: str, target: str, batch: int,
+                        check: int) -> tuple[list[Sentence | None], int]:
     """Per pair, the Sentence of one direction, or None where the decoded reference's words differ."""
     tok = loaded.tokenizer
     pairs = [(getattr(r, source), getattr(r, target)) for r in rows]
@@ -280,7 +284,8 @@ def direction_sentences(loaded, rows, silver, source: str, target: str, batch: i
 # --- scoring -----------------------------------------------------------------------------------
 
 
-def counts(sentences: Iterable[Sentence], layer: int, heads: tuple[int, ...] | None, shift: int, threshold: float = 0.0) -> np.ndarray:
+def counts(sentences: Iterable[Sentence], layer: int, heads: tuple[int, ...] | None, shift: int,
+           threshold: float = 0.0) -> np.ndarray:
     """[correct, judged, silver] link counts of one rule over `sentences`."""
     total = np.zeros(3, dtype=np.int64)
     for s in sentences:
@@ -288,7 +293,7 @@ def counts(sentences: Iterable[Sentence], layer: int, heads: tuple[int, ...] | N
         table = table.mean(0) if heads is None else table[list(heads)].mean(0)
         if table.shape[1] == 0:
             continue
-        best = table.argmax(1)  # first maximum on ties, as model.align.links
+        best = table.argmax(1)  # first maximum on ties, as model.text.align.links
         predicted = {(t, int(best[t])) for t in range(table.shape[0]) if table[t, best[t]] > threshold}
         sil_t = {t for t, _ in s.silver}
         sil_s = {w for _, w in s.silver}
@@ -352,10 +357,12 @@ def kept_entry(entries: list[dict]) -> dict:
 
 def print_table(entries: list[dict], title: str) -> None:
     print(f"\n{title} (report half; F1 on the selection half in the last column)")
-    head = f"{'rule':<18} {'kind':<13}" + "".join(f" {d:>17}" for d in ("es-en P/R/F1", "en-es P/R/F1", "overall P/R/F1")) + "   sel F1"
+    columns = "".join(f" {d:>17}" for d in ("es-en P/R/F1", "en-es P/R/F1", "overall P/R/F1"))
+    head = f"{'rule':<18} {'kind':<13}" + columns + "   sel F1"
     print(head)
     for e in entries:
-        cells = "".join(f"  {e['report'][d]['P']*100:5.1f}/{e['report'][d]['R']*100:4.1f}/{e['report'][d]['F1']*100:4.1f}"
+        cells = "".join(f"  {e['report'][d]['P']*100:5.1f}/{e['report'][d]['R']*100:4.1f}"
+                        f"/{e['report'][d]['F1']*100:4.1f}"
                         for d in ("es-en", "en-es", "overall"))
         print(f"{e['rule']:<18} {e['kind']:<13}{cells}   {e['select']['overall']['F1']*100:5.1f}")
 
@@ -370,12 +377,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default=str(TEST_SPLIT))
     p.add_argument("--per-domain", type=int, default=300)
     p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--check", type=int, default=5, help="sentences per direction checked against model.align.scores")
+    p.add_argument("--check", type=int, default=5,
+                   help="sentences per direction checked against model.text.align.scores")
     return p
 
 
 def held_out_rows(path, per_domain: int):
-    """The first `per_domain` pairs of each domain in file order with 3-40 words a side, NFC as the tokenizer sees them."""
+    """The first `per_domain` pairs of each domain in file order with 3-40 words a side, NFC as the
+    tokenizer sees them."""
     kept, seen = [], {}
     for r in read_split(path):
         r = r._replace(en=unicodedata.normalize("NFC", r.en), es=unicodedata.normalize("NFC", r.es))

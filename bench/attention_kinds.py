@@ -45,13 +45,15 @@ async def measure(weights: Path, repeats: int) -> dict:
     app = create_app(Settings(weights_dir=weights.parent, batching=False))
     results = {}
     async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://bench", timeout=300) as client:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://bench",
+                                     timeout=300) as client:
             while (await client.get("/ready")).status_code != 200:
                 await asyncio.sleep(0.1)
             models = (await client.get("/models")).json()
             cfg = next(m for m in models if m["name"] == weights.name)["config"]
             plain_request = {"text": SENTENCE, "source": "es", "target": "en"}
-            source_tokens = (await client.post("/translate", json=plain_request)).json()["translations"][0]["source_tokens"]
+            answer = (await client.post("/translate", json=plain_request)).json()
+            source_tokens = answer["translations"][0]["source_tokens"]
             for strategy in ("greedy", "beam"):
                 plain = {**plain_request, "decoding": {"strategy": strategy}}
                 every = {**plain, "output": {
@@ -70,7 +72,8 @@ async def measure(weights: Path, repeats: int) -> dict:
                 results[strategy] = {"median_s": medians, "answer_bytes": sizes,
                                      "ratio": medians["all_maps"] / medians["plain"]}
                 print(f"{strategy:6s} plain {medians['plain'] * 1000:7.1f} ms ({sizes['plain']:,} B)   all maps "
-                      f"{medians['all_maps'] * 1000:7.1f} ms ({sizes['all_maps']:,} B)   x{results[strategy]['ratio']:.2f}")
+                      f"{medians['all_maps'] * 1000:7.1f} ms ({sizes['all_maps']:,} B)   "
+                      f"x{results[strategy]['ratio']:.2f}")
     return {"source_tokens": len(source_tokens), **results}
 
 

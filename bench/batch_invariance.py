@@ -5,8 +5,8 @@
 
 Decodes the same test sentences (half es->en, half en->es, every domain) greedily four ways: each
 alone, in static batches of 8 and of 32 (right-padded, as the service's batcher builds them, sorted
-by length as `model.evaluate` does, so batch-mates differ from the alone run in padding and
-company), and through the running batch of `model.continuous` (8 sources join before every step
+by length as `model.training.evaluate` does, so batch-mates differ from the alone run in padding and
+company), and through the running batch of `model.search.greedy` (8 sources join before every step
 while fewer than 32 run). For int8 weights (the CPU default, `model.quantize`) and float32 it
 prints, per way, the share of sentences whose every token id and every probability equal the
 alone run's, the share with the same tokens, and the largest probability difference, and names the
@@ -24,12 +24,13 @@ import torch
 
 from bench.common import cpu_info, write_result
 from model.checkpoint import load
-from model.continuous import ContinuousGreedy, Request
-from model.data import read_split
-from model.decoding import DecodeOptions, Hypothesis, decode, right_padded
-from model.decoding import special_ids
-from model.engine import attach
-from model.quantize import quantize_int8
+from model.engine.backend import backend_for
+from model.search import decode
+from model.search.backend import Backend, right_padded
+from model.search.greedy import GreedySearch, Request
+from model.search.options import DecodeOptions, special_ids
+from model.search.records import Hypothesis
+from model.training.data import read_split
 
 ROOT = Path(__file__).resolve().parents[1]
 MAX_NEW_TOKENS = 160  # one limit for every way, so that no way stops a row earlier than another
@@ -48,19 +49,20 @@ def test_sources(loaded, data: Path, count: int) -> list[list[int]]:
     return sources
 
 
-def static(model, sources: list[list[int]], batch: int, options: DecodeOptions, special) -> list[Hypothesis]:
+def static(backend: Backend, sources: list[list[int]], batch: int, options: DecodeOptions,
+           special) -> list[Hypothesis]:
     order = sorted(range(len(sources)), key=lambda i: len(sources[i]))
     out: list[Hypothesis | None] = [None] * len(sources)
     for start in range(0, len(order), batch):
         idx = order[start : start + batch]
-        src = right_padded([sources[i] for i in idx], special.pad, model.embedding.weight.device)
-        for i, hyps in zip(idx, decode(model, src, options, special)):
+        src = right_padded([sources[i] for i in idx], special.pad, backend.device)
+        for i, hyps in zip(idx, decode(backend, src, options, special)):
             out[i] = hyps[0]
     return out
 
 
-def running(model, sources: list[list[int]], options: DecodeOptions, special) -> list[Hypothesis]:
-    batch = ContinuousGreedy(model, special)
+def running(backend: Backend, sources: list[list[int]], options: DecodeOptions, special) -> list[Hypothesis]:
+    batch = GreedySearch(backend, special)
     waiting = [Request(ids, options, tag=i) for i, ids in enumerate(sources)]
     out: list[Hypothesis | None] = [None] * len(sources)
     while waiting or len(batch):
@@ -94,7 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sentences", type=int, default=1000)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--engine", choices=("c", "torch"), default="c",
-                        help="c: both precisions run on model.engine where it can (as the service does); torch: PyTorch only")
+                        help="c: both precisions run on model.engine where it can (as the service does); "
+                             "torch: PyTorch only")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     loaded = load(args.weights)
@@ -105,10 +108,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{len(sources)} test sentences, greedy, on {cpu['model_name']} (AVX-512: {cpu['avx512']})")
     results = {}
     use_engine = args.engine == "c"
-    int8 = quantize_int8(loaded.model, engine=use_engine)
-    engine = "c" if use_engine and attach(loaded.model, int8=False) else "torch"
+    int8 = backend_for(loaded.model, int8=True, engine=use_engine)
+    float32 = backend_for(loaded.model, engine=use_engine)
+    engine = float32.name
     print(f"engine: {engine}")
-    for precision, model in (("int8", int8), ("float32", loaded.model)):
+    for precision, model in (("int8", int8), ("float32", float32)):
         with torch.inference_mode():
             alone = static(model, sources, 1, options, special)
             ways = {"static_batch_8": static(model, sources, 8, options, special),
@@ -117,7 +121,8 @@ def main(argv: list[str] | None = None) -> int:
         results[precision] = {way: compare(alone, hyps) for way, hyps in ways.items()}
         for way, figures in results[precision].items():
             print(f"{precision:8s} {way:16s} identical {figures['identical_share']:7.1%}  same tokens "
-                  f"{figures['same_tokens_share']:7.1%}  largest probability difference {figures['max_probability_difference']:.2e}")
+                  f"{figures['same_tokens_share']:7.1%}  largest probability difference "
+                  f"{figures['max_probability_difference']:.2e}")
     path = write_result("batch_invariance", {
         "command": "python -m bench.batch_invariance " + " ".join(argv if argv is not None else sys.argv[1:]),
         "sentences": len(sources), "strategy": "greedy", "cpu_info": cpu, "engine": engine, "results": results,

@@ -47,7 +47,8 @@ def cpu_info() -> dict:
     name = platform.processor() or platform.machine()
     try:
         done = subprocess.run(["lscpu"], capture_output=True, text=True, check=False)
-        name = next((line.split(":", 1)[1].strip() for line in done.stdout.splitlines() if line.startswith("Model name:")), name)
+        name = next((line.split(":", 1)[1].strip() for line in done.stdout.splitlines()
+                     if line.startswith("Model name:")), name)
     except FileNotFoundError:
         pass
     flags = next((line.split(":", 1)[1].split() for line in Path("/proc/cpuinfo").read_text().splitlines()

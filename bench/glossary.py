@@ -38,8 +38,8 @@ from bench.alignment import (
     ENG_BILINGUAL,
     ENG_TAGGED,
     bilingual_candidates,
-    held_out_rows,
     for_apertium,
+    held_out_rows,
     lemma_and_tag,
     parse_units,
     run_pipeline,
@@ -49,9 +49,9 @@ from bench.alignment import (
     words_of_units,
 )
 from bench.common import ROOT, cpu_info, write_result
-from model.align import WORD
-from model.data import SplitRow
-from model.glossary import contains
+from model.text.align import WORD
+from model.text.glossary import contains
+from model.training.data import SplitRow
 
 TERM_TAGS = {"n", "vblex", "adj"}
 DIRECTIONS = (("es", "en"), ("en", "es"))  # (source, target)
@@ -86,7 +86,8 @@ def english_words(texts: list[str]) -> list[list[tuple[set[str], set[str]]]]:
     """Per sentence, each English word's (tags, Spanish lemma candidates)."""
     tagged = [parse_units(line) for line in run_pipeline(ENG_TAGGED, [for_apertium(t) for t in texts])]
     # One tagged unit per line for the bilingual stage, as in bench/alignment.py: line k is unit k's.
-    flat = [fields[1] if len(fields) > 1 and not fields[1].startswith("*") else "" for units in tagged for fields in units]
+    flat = [fields[1] if len(fields) > 1 and not fields[1].startswith("*") else ""
+            for units in tagged for fields in units]
     bilingual = iter(run_pipeline(ENG_BILINGUAL, [f"^{a}$" if a else "" for a in flat]))
     result = []
     for text, units in zip(texts, tagged):
@@ -100,7 +101,7 @@ def english_words(texts: list[str]) -> list[list[tuple[set[str], set[str]]]]:
 
 
 def occurrences(text: str, phrase: str) -> int:
-    """How many times `phrase` is in `text` as whole words, ignoring case (as model.glossary.contains)."""
+    """How many times `phrase` is in `text` as whole words, ignoring case (as model.text.glossary.contains)."""
     pattern = r"(?<!\w)" + r"\s+".join(map(re.escape, phrase.split())) + r"(?!\w)"
     return len(re.findall(pattern, text, re.IGNORECASE))
 
@@ -160,7 +161,8 @@ async def run_direction(client: httpx.AsyncClient, cases: list[Case], source: st
     started = time.perf_counter()
     # Each text has its own glossary, and a glossary is for a whole request: one text per request.
     answers = await asyncio.gather(*(translate(client, gate, [c.source(source)], source, target,
-                                               [{"source": getattr(c.asked, source), "target": getattr(c.asked, target)}])
+                                               [{"source": getattr(c.asked, source),
+                                                 "target": getattr(c.asked, target)}])
                                      for c in cases))
     for case, texts in zip(cases, answers):
         case.with_glossary = texts[0]
@@ -230,7 +232,8 @@ def print_table(report: dict) -> None:
             if not f["sentences"]:
                 continue
             p, g = f["plain"], f["glossary"]
-            print(f"{direction:<9} {subset:<7} {f['sentences']:>4}  {p['term_success']*100:8.1f} → {g['term_success']*100:5.1f}"
+            print(f"{direction:<9} {subset:<7} {f['sentences']:>4}  "
+                  f"{p['term_success']*100:8.1f} → {g['term_success']*100:5.1f}"
                   f"    {g['forced_twice']*100:7.1f}  {g['left_out']*100:10.1f}  {p['bleu']:7.2f} → {g['bleu']:6.2f}"
                   f"  {p['chrf']:7.2f} → {g['chrf']:6.2f}")
 
@@ -251,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     split = args.data / "splits" / "test.tsv"
     if not split.exists():
-        raise SystemExit(f"{split} not found: pass --data, or run `python -m model.data` first")
+        raise SystemExit(f"{split} not found: pass --data, or run `python -m model.training.data` first")
     started = time.perf_counter()
     rows, _ = held_out_rows(split, args.per_domain)
     english = english_words([r.en for r in rows])

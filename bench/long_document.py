@@ -23,7 +23,7 @@ from pathlib import Path
 import httpx
 
 from bench.common import ROOT, app_process, cpu_info, write_result
-from model.data import read_split
+from model.training.data import read_split
 
 
 def paragraphs(split: Path, source_prefix: str = "doc:") -> list[tuple[str, str]]:
@@ -61,7 +61,8 @@ def timed_post(client: httpx.Client, url: str, body: dict, repeats: int) -> tupl
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.long_document", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", type=Path, default=ROOT / "data" / "all", help="folder written by `python -m model.data`")
+    p.add_argument("--data", type=Path, default=ROOT / "data" / "all",
+                   help="folder written by `python -m model.training.data`")
     p.add_argument("--weights", type=Path, default=ROOT / "weights")
     p.add_argument("--chars", type=int, default=2000)
     p.add_argument("--repeats", type=int, default=3)
@@ -84,7 +85,8 @@ def main(argv: list[str] | None = None) -> int:
                              "output_start": entry["text"][:300]}
             print(f"{name:>20}: {results[name]['characters']} characters, {results[name]['sentences']} sentences, "
                   f"{seconds:.2f} s", flush=True)
-    write_result("long_document", {"command": " ".join(["python -m bench.long_document", *(sys.argv[1:] if argv is None else argv)]),
+    write_result("long_document", {"command": " ".join(["python -m bench.long_document",
+                                                        *(sys.argv[1:] if argv is None else argv)]),
                                    "cpu": cpu_info(), "cases": results})
     return 0
 

@@ -3,15 +3,15 @@
     python -m bench.markup [--data data/all] [--limit 200] [--per-request 16] [--weights weights]
 
 Paragraphs: the <p>, <li>, <td> and <dt> blocks of the GIMP manual and the Debian Reference (the
-two editions of each page, as unpacked by `python -m model.data` under DATA/unpacked/), paired the
-way model/corpus/documents.py pairs them, kept when both sides hold an inline element with text in
+two editions of each page, as unpacked by `python -m model.training.data` under DATA/unpacked/), paired the
+way model/training/corpus/documents.py pairs them, kept when both sides hold an inline element with text in
 it, hold nothing but inline content, are under 1,500 characters, and their tag-stripped texts are a
 pair of the test split (so the model never trained on them; the dev split tops them up, and says
 so, when the test split gives fewer than 200). Each is translated both ways three times: by the
 app in-process with format html, by the app with its tags stripped (format text), and by Apertium
 (`apertium -u -f html`), one batched call per direction.
 
-Figures per direction and system: (a) well formed: the output parses (model.markup.parse_html) and
+Figures per direction and system: (a) well formed: the output parses (model.text.markup.parse_html) and
 its start/end tag names come in exactly the source's sequence (also: the same elements on the same
 paths, in any order); (b) chrF of the tag-stripped output against the reference paragraph's text;
 (c) chrF of the text inside each inline element against the text inside the reference's element of
@@ -36,9 +36,9 @@ import httpx
 from sacrebleu.metrics import CHRF
 
 from bench.common import ROOT, cpu_info, write_result
-from model.corpus import documents
-from model.data import read_split
-from model.markup import INLINE_TAGS, VOID_TAGS, MarkupError, Node, parse_html
+from model.text.markup import INLINE_TAGS, VOID_TAGS, MarkupError, Node, parse_html
+from model.training.corpus import documents
+from model.training.data import read_split
 
 KEPT_KINDS = {"p", "li", "td", "dt"}
 MAX_CHARS = 1500
@@ -185,7 +185,8 @@ def with_html(page: str) -> tuple[list[documents.Block], dict[int, HtmlBlock]]:
     for block in blocks:
         if block.kind not in KEPT_KINDS:
             continue
-        match = next((i for i in range(at, len(ours)) if (ours[i].kind, ours[i].text) == (block.kind, block.text)), None)
+        match = next((i for i in range(at, len(ours)) if (ours[i].kind, ours[i].text) == (block.kind, block.text)),
+                     None)
         if match is not None:
             found[id(block)], at = ours[match], match + 1
     return blocks, found
@@ -246,10 +247,10 @@ def _paragraph(manual, page, en, es, en_html, es_html, wanted, counts) -> Paragr
 
 
 def _package_dir(data: Path, package: str) -> Path:
-    """The unpacked package's folder (named package_version_arch by model.data)."""
+    """The unpacked package's folder (named package_version_arch by model.training.data)."""
     found = sorted(data.glob(f"unpacked/{package}_*"))
     if not found:
-        raise SystemExit(f"{data}/unpacked has no {package}_*: run `python -m model.data` first")
+        raise SystemExit(f"{data}/unpacked has no {package}_*: run `python -m model.training.data` first")
     return found[-1]
 
 
@@ -292,7 +293,8 @@ async def translate_ours(paragraphs: list[Paragraph], weights: Path, per_request
     app = create_app(Settings(torch_threads=2, weights_dir=weights, request_timeout_s=3600))
     runs = {}
     async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://bench", timeout=300) as client:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://bench",
+                                     timeout=300) as client:
             while (await client.get("/ready")).status_code != 200:
                 await asyncio.sleep(0.2)
             for source, target in DIRECTIONS:
@@ -300,7 +302,8 @@ async def translate_ours(paragraphs: list[Paragraph], weights: Path, per_request
                     texts = [p.html(source) if fmt == "html" else p.text(source) for p in paragraphs]
                     runs[source, target, fmt] = await _translate(client, texts, source, target, fmt, per_request)
                     run = runs[source, target, fmt]
-                    print(f"  ours {source}->{target} {fmt}: {run.seconds:.0f} s, {len(run.failures)} failed", flush=True)
+                    print(f"  ours {source}->{target} {fmt}: {run.seconds:.0f} s, {len(run.failures)} failed",
+                          flush=True)
     return runs
 
 
@@ -435,7 +438,8 @@ def _chrf(chrf: CHRF, pairs: list[tuple[str, str, bool]]) -> float | None:
 # --- report -------------------------------------------------------------------------------------
 
 
-SYSTEMS = (("ours_html", "ours (html)"), ("ours_stripped", "ours (stripped, text)"), ("apertium_html", "Apertium (html)"))
+SYSTEMS = (("ours_html", "ours (html)"), ("ours_stripped", "ours (stripped, text)"),
+           ("apertium_html", "Apertium (html)"))
 
 
 def table(results: dict) -> str:
@@ -476,7 +480,7 @@ def apertium_versions() -> dict[str, str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=ROOT / "data" / "all",
-                        help="what `python -m model.data` wrote: unpacked/ and splits/")
+                        help="what `python -m model.training.data` wrote: unpacked/ and splits/")
     parser.add_argument("--limit", type=int, default=200, help="paragraph pairs at most (spread evenly)")
     parser.add_argument("--per-request", type=int, default=16, help="paragraphs per POST /translate")
     parser.add_argument("--weights", type=Path, default=ROOT / "weights", help="WEIGHTS_DIR of the app")
@@ -490,7 +494,8 @@ def main() -> None:
     for source, target in DIRECTIONS:
         direction = f"{source}->{target}"
         these = {"ours_html": runs[source, target, "html"], "ours_stripped": runs[source, target, "text"],
-                 "apertium_html": translate_apertium([p.html(source) for p in paragraphs], f"{_pair(source)}-{_pair(target)}")}
+                 "apertium_html": translate_apertium([p.html(source) for p in paragraphs],
+                                                     f"{_pair(source)}-{_pair(target)}")}
         results[direction] = {key: score(paragraphs, source, target, these[key], markup=key != "ours_stripped")
                               for key, _ in SYSTEMS}
         html_r, text_r = results[direction]["ours_html"], results[direction]["ours_stripped"]

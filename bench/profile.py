@@ -23,9 +23,8 @@ from torch.profiler import ProfilerActivity, profile
 from bench.common import cpu_info, write_result
 from bench.engine import SETTINGS, TEST_SPLIT, run_ours, tatoeba_sources
 from model.checkpoint import load
-from model.decoding import special_ids
-from model.engine import attach
-from model.quantize import quantize_int8
+from model.engine.backend import backend_for
+from model.search.options import special_ids
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -49,7 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sentences", type=int, default=32, help="Tatoeba sentences per direction")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--top", type=int, default=8)
-    p.add_argument("--engine", choices=("c", "torch"), default="c", help="as bench.engine: model.engine where it can run, or PyTorch only")
+    p.add_argument("--engine", choices=("c", "torch"), default="c",
+                   help="as bench.engine: model.engine where it can run, or PyTorch only")
     p.add_argument("--only", default=None, help="profile only the settings whose key contains this, e.g. int8_batch32")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -57,26 +57,29 @@ def main(argv: list[str] | None = None) -> int:
     special = special_ids(loaded.tokenizer)
     sources = tatoeba_sources(loaded.tokenizer, args.sentences, args.split)
     use_engine = args.engine == "c"
-    models = {"float32": loaded.model, "int8": quantize_int8(loaded.model, engine=use_engine)}
-    if use_engine:
-        attach(loaded.model, int8=False)
+    models = {"float32": backend_for(loaded.model, engine=use_engine),
+              "int8": backend_for(loaded.model, int8=True, engine=use_engine)}
     results = {}
     for precision, model in models.items():
         for batch_size, strategy in SETTINGS:
             key = f"{precision}_batch{batch_size}_{strategy}"
             if args.only and args.only not in key:
                 continue
-            run = lambda: run_ours(model, sources, batch_size, strategy, special)  # noqa: E731
+            def run(model=model, batch_size=batch_size, strategy=strategy):
+                return run_ours(model, sources, batch_size, strategy, special)
+
             run()  # warm-up
             wall, ops, in_ops = profiled(run)
             results[key] = {
                 "wall_s": round(wall, 3), "in_operators_share": round(in_ops / wall, 3),
                 "python_share": round(max(0.0, 1 - in_ops / wall), 3),
-                "top": [{"op": name, "share": round(seconds / wall, 3), "calls": calls} for name, seconds, calls in ops[:args.top]],
+                "top": [{"op": name, "share": round(seconds / wall, 3), "calls": calls}
+                        for name, seconds, calls in ops[:args.top]],
             }
             tops = ", ".join(f"{t['op']} {t['share']:.0%}" for t in results[key]["top"][:5])
             print(f"{key:>24}: {wall:6.2f} s, Python {results[key]['python_share']:.0%}; {tops}", flush=True)
-    write_result("profile", {"command": " ".join(["python -m bench.profile", *(sys.argv[1:] if argv is None else argv)]),
+    write_result("profile", {"command": " ".join(["python -m bench.profile",
+                                                  *(sys.argv[1:] if argv is None else argv)]),
                              "cpu": cpu_info(), "engine": args.engine, "sentences": len(sources), "settings": results})
     return 0
 

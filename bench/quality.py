@@ -3,8 +3,8 @@
     python -m bench.quality [--weights weights/es-en-multidomain] [--limit 500] [--strategies greedy,beam4] [--no-int8]
 
 Translates the first --limit rows of every domain of the test split in both directions with our
-model (model.evaluate.translate_texts, greedy and beam 4, each also with the int8 weights the
-service uses on CPU, model.quantize.quantize_int8, to check what quantisation costs) and with Apertium
+model (model.training.evaluate.translate_texts, greedy and beam 4, each also with the int8 weights the
+service uses on CPU, to check what quantisation costs) and with Apertium
 (`apertium -u spa-eng` and `eng-spa`, the rule-based peer; -u drops the '*' it puts before unknown
 words, as a user reading the output would), and scores them with sacrebleu BLEU and chrF against
 the same references. Writes bench/results/quality.json (with `int8_bleu_change`: int8 BLEU minus
@@ -26,9 +26,9 @@ import torch
 
 from bench.common import RESULTS, write_result
 from model.checkpoint import load
-from model.data import SplitRow, read_split
-from model.evaluate import HEADLINE_SOURCE, STRATEGIES, directions_of, limit_per_domain, score, translate_texts
-from model.quantize import quantize_int8
+from model.engine.backend import backend_for
+from model.training.data import SplitRow, read_split
+from model.training.evaluate import HEADLINE_SOURCE, STRATEGIES, directions_of, limit_per_domain, score, translate_texts
 
 ROOT = Path(__file__).resolve().parents[1]
 TEST_SPLIT = ROOT / "data" / "all" / "splits" / "test.tsv"
@@ -87,19 +87,23 @@ def markdown_table(result: dict) -> str:
     lines = [head, "|" + "---|" * (3 + len(systems))]
     for direction, by_system in result["directions"].items():
         for group, first in by_system[systems[0]]["scores"].items():
-            cells = [f"{by_system[s]['scores'][group]['bleu']:.1f} / {by_system[s]['scores'][group]['chrf']:.1f}" for s in systems]
+            cells = [f"{by_system[s]['scores'][group]['bleu']:.1f} / {by_system[s]['scores'][group]['chrf']:.1f}"
+                     for s in systems]
             lines.append(f"| {direction} | {group} | {first['sentences']} | " + " | ".join(cells) + " |")
-    speed = [f"{s}: " + ", ".join(f"{d} {result['directions'][d][s]['sentences_per_s']:g}" for d in result["directions"])
+    speed = [f"{s}: " + ", ".join(f"{d} {result['directions'][d][s]['sentences_per_s']:g}"
+                                  for d in result["directions"])
              for s in systems]
     return "\n".join(lines) + "\n\nsentences/s (whole set, one process): " + "; ".join(speed) + "\n"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m bench.quality", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="python -m bench.quality", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--weights", type=Path, default=ROOT / "weights" / "es-en-multidomain", help="model folder")
     p.add_argument("--split", type=Path, default=TEST_SPLIT, help="test split TSV (domain, source, en, es)")
     p.add_argument("--limit", type=int, default=500, help="rows per domain (default 500; 0 = all)")
-    p.add_argument("--strategies", default="greedy,beam4", help="our decoding strategies, comma list of: " + ", ".join(STRATEGIES))
+    p.add_argument("--strategies", default="greedy,beam4",
+                   help="our decoding strategies, comma list of: " + ", ".join(STRATEGIES))
     p.add_argument("--int8", action=argparse.BooleanOptionalAction, default=True,
                    help="also translate with int8 weights, every strategy (default: on)")
     p.add_argument("--batch-size", type=int, default=64)
@@ -114,22 +118,22 @@ def main(argv: list[str] | None = None) -> int:
     if unknown := set(strategies) - set(STRATEGIES):
         raise SystemExit(f"unknown strategies {sorted(unknown)}; choose from {sorted(STRATEGIES)}")
     if not args.split.is_file():
-        raise SystemExit(f"{args.split} not found: run `python -m model.data` first")
+        raise SystemExit(f"{args.split} not found: run `python -m model.training.data` first")
     if args.threads:
         torch.set_num_threads(args.threads)
     loaded = load(args.weights)
-    ours = {f"ours_{name}": (loaded.model, STRATEGIES[name]) for name in strategies}
+    ours = {f"ours_{name}": (backend_for(loaded.model), STRATEGIES[name]) for name in strategies}
     if args.int8:
-        quantized = quantize_int8(loaded.model)
+        quantized = backend_for(loaded.model, int8=True)
         ours |= {f"ours_int8_{name}": (quantized, STRATEGIES[name]) for name in strategies}
     rows = limit_per_domain(read_split(args.split), args.limit)
     directions: dict = {}
     for direction, pair in APERTIUM_PAIRS.items():
         sources, refs, target = zip(*(directions_of(r)[direction] for r in rows))
         systems: dict[str, tuple[list[str], float]] = {}
-        for name, (model, opts) in ours.items():
+        for name, (backend, opts) in ours.items():
             started = time.perf_counter()
-            hyps = translate_texts(model, loaded.tokenizer, list(sources), target[0], opts, args.batch_size)
+            hyps = translate_texts(backend, loaded.tokenizer, list(sources), target[0], opts, args.batch_size)
             systems[name] = hyps, time.perf_counter() - started
         started = time.perf_counter()
         try:
@@ -142,21 +146,25 @@ def main(argv: list[str] | None = None) -> int:
             for name, (hyps, seconds) in systems.items()
         }
         for name, entry in directions[direction].items():
-            print(f"{direction} {name:>12}: BLEU {entry['scores']['all']['bleu']:5.1f}  chrF {entry['scores']['all']['chrf']:5.1f}  "
+            print(f"{direction} {name:>12}: BLEU {entry['scores']['all']['bleu']:5.1f}  "
+                  f"chrF {entry['scores']['all']['chrf']:5.1f}  "
                   f"({entry['sentences_per_s']} sentences/s)", flush=True)
     result = {
-        "model": loaded.name, "weights_sha256": loaded.weights_sha256, "split": str(args.split.relative_to(ROOT) if args.split.is_relative_to(ROOT) else args.split),
+        "model": loaded.name, "weights_sha256": loaded.weights_sha256,
+        "split": str(args.split.relative_to(ROOT) if args.split.is_relative_to(ROOT) else args.split),
         "limit_per_domain": args.limit, "sentences_per_direction": len(rows), "threads": torch.get_num_threads(),
         "apertium": {"command": "apertium -u {spa-eng|eng-spa}", "packages": apertium_versions()},
         "directions": directions,
-        **({"int8_bleu_change": {name: {d: round(r[f"ours_int8_{name}"]["scores"]["all"]["bleu"] - r[f"ours_{name}"]["scores"]["all"]["bleu"], 2)
+        **({"int8_bleu_change": {name: {d: round(r[f"ours_int8_{name}"]["scores"]["all"]["bleu"]
+                                                 - r[f"ours_{name}"]["scores"]["all"]["bleu"], 2)
                                         for d, r in directions.items()} for name in strategies}} if args.int8 else {}),
         "command": " ".join(["python -m bench.quality", *(sys.argv[1:] if argv is None else argv)]),
     }
     out = args.out or RESULTS
     path = write_result("quality", result, out)
     table = markdown_table(result)
-    (out / "quality.md").write_text(f"# Quality against Apertium ({loaded.name}, {len(rows)} test rows per direction)\n\n{table}")
+    (out / "quality.md").write_text(f"# Quality against Apertium ({loaded.name}, {len(rows)} test rows per direction)"
+                                    f"\n\n{table}")
     print(table)
     print(f"wrote {path} and {out / 'quality.md'}")
     return 0

@@ -28,7 +28,7 @@ from pathlib import Path
 import httpx
 
 from bench.common import RESULTS, ROOT, app_process, write_result
-from model.data import read_split
+from model.training.data import read_split
 
 TEST_SPLIT = ROOT / "data" / "splits" / "test.tsv"
 CLIENTS = (1, 16)
@@ -46,27 +46,34 @@ BUILT_IN = [
     ("We have to leave early tomorrow.", "Tenemos que salir temprano mañana."),
     ("My brother lives in Madrid.", "Mi hermano vive en Madrid."), ("It's raining again.", "Está lloviendo otra vez."),
     ("Can you help me, please?", "¿Me puedes ayudar, por favor?"), ("I don't know what to say.", "No sé qué decir."),
-    ("She reads a book every week.", "Ella lee un libro cada semana."), ("The door is open.", "La puerta está abierta."),
+    ("She reads a book every week.", "Ella lee un libro cada semana."),
+    ("The door is open.", "La puerta está abierta."),
     ("How much does this cost?", "¿Cuánto cuesta esto?"), ("I forgot my keys at home.", "Olvidé mis llaves en casa."),
-    ("Tom is older than Mary.", "Tom es mayor que Mary."), ("This coffee is too hot.", "Este café está demasiado caliente."),
+    ("Tom is older than Mary.", "Tom es mayor que Mary."),
+    ("This coffee is too hot.", "Este café está demasiado caliente."),
     ("They played football all afternoon.", "Jugaron al fútbol toda la tarde."),
-    ("I want to learn Spanish.", "Quiero aprender español."), ("Close the window, please.", "Cierra la ventana, por favor."),
+    ("I want to learn Spanish.", "Quiero aprender español."),
+    ("Close the window, please.", "Cierra la ventana, por favor."),
     ("The children are in the garden.", "Los niños están en el jardín."), ("What time is it?", "¿Qué hora es?"),
-    ("He works in a hospital.", "Él trabaja en un hospital."), ("I like to walk by the sea.", "Me gusta pasear junto al mar."),
+    ("He works in a hospital.", "Él trabaja en un hospital."),
+    ("I like to walk by the sea.", "Me gusta pasear junto al mar."),
     ("Do you speak English?", "¿Hablas inglés?"), ("The train arrives at ten.", "El tren llega a las diez."),
-    ("My mother cooks very well.", "Mi madre cocina muy bien."), ("I need a new computer.", "Necesito un ordenador nuevo."),
+    ("My mother cooks very well.", "Mi madre cocina muy bien."),
+    ("I need a new computer.", "Necesito un ordenador nuevo."),
     ("We ate fish for dinner.", "Cenamos pescado."), ("The museum is closed on Mondays.", "El museo cierra los lunes."),
     ("Are you tired?", "¿Estás cansado?"), ("I've never been to Mexico.", "Nunca he estado en México."),
     ("The dog is barking at the mailman.", "El perro le ladra al cartero."),
     ("Please speak more slowly.", "Por favor, habla más despacio."), ("It's a beautiful day.", "Es un día precioso."),
     ("I'll call you tonight.", "Te llamaré esta noche."), ("The shop opens at nine.", "La tienda abre a las nueve."),
     ("She bought a red dress.", "Ella compró un vestido rojo."), ("Where do you work?", "¿Dónde trabajas?"),
-    ("I lost my umbrella.", "Perdí mi paraguas."), ("Water boils at a hundred degrees.", "El agua hierve a cien grados."),
+    ("I lost my umbrella.", "Perdí mi paraguas."),
+    ("Water boils at a hundred degrees.", "El agua hierve a cien grados."),
     ("My sister is a teacher.", "Mi hermana es profesora."), ("Let's go to the beach.", "Vamos a la playa."),
     ("He didn't answer my question.", "No respondió a mi pregunta."), ("The soup is cold.", "La sopa está fría."),
     ("I read the newspaper every morning.", "Leo el periódico todas las mañanas."),
     ("They live near the river.", "Viven cerca del río."), ("I have two brothers.", "Tengo dos hermanos."),
-    ("Turn left at the corner.", "Gira a la izquierda en la esquina."), ("The film was very boring.", "La película fue muy aburrida."),
+    ("Turn left at the corner.", "Gira a la izquierda en la esquina."),
+    ("The film was very boring.", "La película fue muy aburrida."),
     ("Can I open the window?", "¿Puedo abrir la ventana?"), ("We're going to be late.", "Vamos a llegar tarde."),
     ("Thank you for everything.", "Gracias por todo."),
 ]

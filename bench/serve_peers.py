@@ -32,7 +32,7 @@ import httpx
 
 from bench.common import RESULTS, free_port, running, write_result
 from bench.serve import Send, Work, environment, send_load, server, translate_request, weights_dir
-from model.data import read_split
+from model.training.data import read_split
 
 ROOT = Path(__file__).resolve().parents[1]
 TEST_SPLIT = ROOT / "data" / "all" / "splits" / "test.tsv"
@@ -56,7 +56,7 @@ def sentences(limit: int, split: Path = TEST_SPLIT) -> Work:
     """Tatoeba test sentences, alternating es->en and en->es."""
     rows = [r for r in read_split(split) if r.source == "tatoeba"][:limit]
     if not rows:
-        raise SystemExit(f"no Tatoeba rows in {split}: run `python -m model.data` first")
+        raise SystemExit(f"no Tatoeba rows in {split}: run `python -m model.training.data` first")
     return [(r.es, "es", "en") if i % 2 == 0 else (r.en, "en", "es") for i, r in enumerate(rows)]
 
 
@@ -141,7 +141,8 @@ def plot(runs: list[dict], path: Path) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m bench.serve_peers", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="python -m bench.serve_peers", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--weights", type=Path, default=ROOT / "weights",
                    help="a WEIGHTS_DIR (folder of model folders) or one model folder (default: weights/)")
     p.add_argument("--split", type=Path, default=TEST_SPLIT, help="test split TSV (domain, source, en, es)")
@@ -179,7 +180,8 @@ def main(argv: list[str] | None = None) -> int:
         "model": served["name"], "device": served["device"], "dtype": served["dtype"],
         "quantization": served["quantization"], "strategy": "greedy",
         "server_env": server_env,
-        "sentences": "Tatoeba rows of " + str(args.split.relative_to(ROOT) if args.split.is_relative_to(ROOT) else args.split),
+        "sentences": "Tatoeba rows of "
+                     + str(args.split.relative_to(ROOT) if args.split.is_relative_to(ROOT) else args.split),
         "apertium": "apertium-apy with its default settings, markUnknown=no",
         **{f"{name}_rps_{c}": rate[(name, c)] for name in ("ours", "apertium") for c in CLIENTS},
         "ours_at_least_apertium_8": rate[("ours", 8)] >= rate[("apertium", 8)],

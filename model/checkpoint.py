@@ -14,13 +14,70 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
+from torch import nn
 
+from model.search.backend import Backend, TorchBackend
 from model.tokenizer import LANGUAGES, TranslationTokenizer
 from model.transformer import Transformer, TransformerConfig
 
 CONFIG, TOKENIZER, WEIGHTS, CARD = "config.json", "tokenizer.json", "model.safetensors", "card.json"
 # The projection reuses the embedding matrix; safetensors stores each tensor once.
 TIED = "projection.embedding.weight"
+
+
+@dataclass
+class EncoderLayerWeights:
+    """One encoder layer's modules by the role an inference engine gives them (pre-norm order)."""
+
+    norm1: nn.LayerNorm
+    qkv: nn.Linear  # fused [q; k; v]
+    out: nn.Linear
+    norm2: nn.LayerNorm
+    ff1: nn.Linear
+    ff2: nn.Linear
+
+
+@dataclass
+class DecoderLayerWeights:
+    norm1: nn.LayerNorm
+    qkv: nn.Linear  # self-attention, fused [q; k; v]
+    self_out: nn.Linear
+    norm2: nn.LayerNorm
+    q: nn.Linear  # cross-attention query, from the decoder
+    kv: nn.Linear  # cross-attention, fused [k; v], from the encoder output
+    cross_out: nn.Linear
+    norm3: nn.LayerNorm
+    ff1: nn.Linear
+    ff2: nn.Linear
+
+
+@dataclass
+class WeightMap:
+    """Every weight of a `Transformer` by role: what the C engine packs and the CTranslate2 export writes."""
+
+    embedding: torch.Tensor  # (V, D), shared by both sides and the projection
+    positions: torch.Tensor  # (max_len, D) sinusoids
+    encoder: list[EncoderLayerWeights]
+    decoder: list[DecoderLayerWeights]
+    encoder_norm: nn.Module  # LayerNorm after the stack (pre-norm), Identity (post-norm)
+    decoder_norm: nn.Module
+    eps: float  # the LayerNorms' epsilon
+
+
+def weight_map(model: Transformer) -> WeightMap:
+    encoder = [EncoderLayerWeights(norm1=layer.add_norm1.norm, qkv=layer.self_attn.qkv_proj,
+                                   out=layer.self_attn.out_proj, norm2=layer.add_norm2.norm,
+                                   ff1=layer.feed_forward.linear1, ff2=layer.feed_forward.linear2)
+               for layer in model.encoder.layers]
+    decoder = [DecoderLayerWeights(norm1=layer.add_norm1.norm, qkv=layer.self_attn.qkv_proj,
+                                   self_out=layer.self_attn.out_proj, norm2=layer.add_norm2.norm,
+                                   q=layer.cross_attn.q_proj, kv=layer.cross_attn.kv_proj,
+                                   cross_out=layer.cross_attn.out_proj, norm3=layer.add_norm3.norm,
+                                   ff1=layer.feed_forward.linear1, ff2=layer.feed_forward.linear2)
+               for layer in model.decoder.layers]
+    return WeightMap(embedding=model.embedding.weight, positions=model.positional.table, encoder=encoder,
+                     decoder=decoder, encoder_norm=model.encoder.norm, decoder_norm=model.decoder.norm,
+                     eps=model.encoder.layers[0].add_norm1.norm.eps)
 
 
 class ModelLoadError(RuntimeError):
@@ -37,11 +94,13 @@ class LoadedModel:
     card: dict
     weights_sha256: str
     directions: list[tuple[str, str]]
-    quantization: str = "none"  # "int8" once app.registry swapped `model` for a quantised copy
-    parameters: int = 0  # of the float model as trained (a quantised copy holds no nn.Parameter weights)
+    quantization: str = "none"  # "int8" when `backend` runs int8 weights
+    parameters: int = 0  # of the float model as trained
+    backend: Backend | None = None  # what decodes it: PyTorch unless the loader chooses (model.engine.backend)
 
     def __post_init__(self):
         self.parameters = self.parameters or self.model.num_parameters()
+        self.backend = self.backend or TorchBackend(self.model)
 
     @property
     def device(self) -> torch.device:
@@ -117,7 +176,8 @@ def load(folder: str | Path, device: str | torch.device = "cpu", dtype: torch.dt
     digest = sha256_file(weights)
     if digest != config.get("weights_sha256"):
         raise ModelLoadError(
-            f"{weights}: sha256 {digest[:12]}… does not match {str(config.get('weights_sha256'))[:12]}… recorded in {CONFIG}"
+            f"{weights}: sha256 {digest[:12]}… does not match {str(config.get('weights_sha256'))[:12]}… "
+            f"recorded in {CONFIG}"
         )
     try:
         cfg = TransformerConfig(**config["model"])

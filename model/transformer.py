@@ -2,8 +2,9 @@
 
 Reading order follows the diagram from the bottom up: embeddings and positional encoding,
 scaled dot-product attention, multi-head attention, add & norm, feed forward, the encoder and
-decoder layers, and the projection to the vocabulary. Nothing here knows about HTTP or decoding
-strategies; `model.decoding` drives `Transformer.encode` / `Transformer.decode_step`.
+decoder layers, and the projection to the vocabulary. Nothing here knows about HTTP, the search
+strategies or the C engine: `model.search` drives `Transformer.encode` / `Transformer.decode`
+through a backend, and the engine packs these weights for itself.
 
 Shape legend: B batch, S source length, T target length, D d_model, H heads, E head_dim, V vocab.
 """
@@ -47,17 +48,13 @@ class TransformerConfig:
 
 
 class LayerCache(Protocol):
-    """What a decoder layer needs from a KV cache (implemented by `model.decoding.KVCache`)."""
+    """What a decoder layer needs from a KV cache (implemented by `model.search.cache`)."""
 
     def append_self(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
 
     def cross(self, layer: int) -> tuple[torch.Tensor, torch.Tensor] | None: ...
 
     def set_cross(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> None: ...
-
-    def self_kv(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The whole self-attention K/V buffers (layers, B, H, T, E), which `model.engine` writes itself."""
-        ...
 
 
 class TokenEmbedding(nn.Module):
@@ -93,11 +90,16 @@ class PositionalEncoding(nn.Module):
         # a (B,) tensor gives every row its own position (rows of a continuous batch, one step each).
         t = x.size(1)
         last = (int(offset.max()) if offset.numel() else 0) if torch.is_tensor(offset) else offset
-        if last + t > self.table.size(0):
-            raise ValueError(f"sequence of {last + t} positions exceeds max_len={self.table.size(0)}")
+        check_positions(last + t, self.table.size(0))
         if torch.is_tensor(offset):
             return self.dropout(x + self.table[offset][:, None, :])
         return self.dropout(x + self.table[offset : offset + t])
+
+
+def check_positions(positions: int, max_len: int) -> None:
+    """A sequence longer than the positional table has no encoding for its last positions."""
+    if positions > max_len:
+        raise ValueError(f"sequence of {positions} positions exceeds max_len={max_len}")
 
 
 class RowLengths:
@@ -175,9 +177,7 @@ class ScaledDotProductAttention(nn.Module):
         weights = q.new_zeros(*q.shape[:3], k.size(2)) if need_weights else None  # (B, H, Tq, Tk)
         for length, index in rows.groups:
             tq = length if rows.cut_queries else q.size(2)
-            # The same contiguous (b, H, n, E) operands whether gathered or sliced: the same kernels, the same bits.
-            rows_of = (lambda t, n: t[:, :, :n].contiguous()) if index is None else (lambda t, n: t[index, :, :n].contiguous())
-            qg, kg, vg = rows_of(q, tq), rows_of(k, length), rows_of(v, length)
+            qg, kg, vg = _take(q, index, tq), _take(k, index, length), _take(v, index, length)
             w = (qg @ kg.transpose(-2, -1) / math.sqrt(q.size(-1))).softmax(dim=-1)  # (b, H, tq, length)
             if index is None:
                 out[:, :, :tq] = w @ vg
@@ -188,6 +188,14 @@ class ScaledDotProductAttention(nn.Module):
             if weights is not None:
                 weights[index, :, :tq, :length] = w
         return out, weights
+
+
+def _take(t: torch.Tensor, index: torch.Tensor | None, n: int) -> torch.Tensor:
+    """Rows `index` (None: every row, in order) of t (B, H, T, E), their first n positions.
+
+    The same contiguous (b, H, n, E) operands whether gathered or sliced: the same kernels, the same bits.
+    """
+    return t[:, :, :n].contiguous() if index is None else t[index, :, :n].contiguous()
 
 
 class MultiHeadAttention(nn.Module):
@@ -359,12 +367,9 @@ class Encoder(nn.Module):
 
 @dataclass
 class DecoderOutput:
-    hidden: torch.Tensor | None  # (B, T, D); None from the engine, which projects it in C
+    hidden: torch.Tensor  # (B, T, D)
     self_attention: dict[int, torch.Tensor]  # layer -> (B, H, T, T_total)
     cross_attention: dict[int, torch.Tensor]  # layer -> (B, H, T, S)
-    # The logits returned beside it are already log-probabilities (the engine applies log_softmax
-    # in C), so a caller that needs them can skip its own pass over the vocabulary.
-    normalized: bool = False
 
 
 class Decoder(nn.Module):
@@ -432,12 +437,6 @@ class Transformer(nn.Module):
         self.encoder = Encoder(cfg)
         self.decoder = Decoder(cfg)
         self.projection = Projection(self.embedding)
-        # Inference only: attention computes every row as if it were alone (RowLengths), so that with
-        # row-exact linear layers (model.quantize) a translation never depends on its batch-mates.
-        self.row_exact = False
-        # Inference only: a `model.engine.Engine` built from these weights runs `encode` and cached
-        # decoding steps in C (model.engine.attach); None runs everything here.
-        self.engine = None
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -448,20 +447,13 @@ class Transformer(nn.Module):
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
-    def encode(self, src: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """src (B, S) token ids -> memory (B, S, D) and its additive key mask (B, 1, 1, S)."""
-        memory, src_mask, _ = self.encode_with_attention(src)
-        return memory, src_mask
-
-    def encode_with_attention(
-        self, src: torch.Tensor, layers: frozenset[int] = frozenset()
+    def encode(
+        self, src: torch.Tensor, attention_layers: frozenset[int] = frozenset(), rows: RowLengths | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, dict[int, torch.Tensor]]:
-        """`encode`, plus the encoder self-attention weights (B, H, S, S) of `layers`."""
-        if self.engine_runs():
-            return self.engine.encode(src, layers)
+        """src (B, S) token ids -> memory (B, S, D), its additive key mask (B, 1, 1, S), and the encoder
+        self-attention weights (B, H, S, S) of `attention_layers`. `rows`: each row computed as if alone."""
         src_mask = padding_mask(src, self.cfg.pad_id).to(self.embedding.weight.dtype)
-        rows = RowLengths.of_mask(src_mask, cut_queries=True) if self.row_exact else None
-        memory, weights = self.encoder(self.positional(self.embedding(src)), src_mask, rows, layers)
+        memory, weights = self.encoder(self.positional(self.embedding(src)), src_mask, rows, attention_layers)
         return memory, src_mask, weights
 
     def decode(
@@ -474,52 +466,26 @@ class Transformer(nn.Module):
         self_layers: frozenset[int] = frozenset(),
         cross_layers: frozenset[int] = frozenset(),
         cache_mask: torch.Tensor | None = None,
+        rows: tuple[RowLengths, RowLengths] | None = None,
     ) -> tuple[torch.Tensor, DecoderOutput]:
         """Logits (B, T, V) for each decoder position, plus any attention weights asked for.
 
         With a cache, `tgt` holds only the new positions (usually one), starting at `offset`;
         their keys/values are appended to the cache, so no causal mask is needed, unless rows hold
         histories of different lengths: then `offset` is per row and `cache_mask` (B, 1, 1, L) hides
-        each row's unused cache positions.
+        each row's unused cache positions. `rows` (self, cross): each row computed as if alone.
         """
         t = tgt.size(1)
-        if cache is not None and t == 1 and self.engine_runs():
-            return self.engine.decode_step(tgt, memory, src_mask, cache, offset, self_layers, cross_layers)
         if cache is not None and t > 1 and (torch.is_tensor(offset) or offset > 0):
             raise ValueError("cached decoding feeds one new position at a time")
         self_mask = causal_mask(t, tgt.device).to(src_mask.dtype) if t > 1 else cache_mask
-        rows = self._step_rows(tgt.size(0), offset, src_mask, cache_mask) if self.row_exact and cache is not None else None
         y = self.positional(self.embedding(tgt), offset)
         out = self.decoder(y, memory, self_mask, src_mask, cache, self_layers, cross_layers, rows)
         return self.projection(out.hidden), out
 
-    def cross_kv(self, memory: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Per decoder layer, the cross-attention keys and values (B, H, S, E) of `memory`."""
-        if self.engine_runs():
-            return self.engine.cross_kv(memory)
-        return [layer.cross_attn.project_kv(memory) for layer in self.decoder.layers]
-
-    def engine_runs(self) -> bool:
-        """Whether inference calls go to `self.engine` (one is attached, in eval mode, without grad)."""
-        return self.engine is not None and not self.training and not torch.is_grad_enabled()
-
-    def _step_rows(self, batch: int, offset, src_mask: torch.Tensor, cache_mask: torch.Tensor | None) -> tuple[RowLengths, RowLengths]:
-        """Self- and cross-attention row lengths of one cached step: the history after this step's key, and the source.
-
-        The source's lengths are kept while the same mask comes back (every step of one decoding
-        run): reading them costs a device sync and Python work that a step should not repeat.
-        """
-        history = (RowLengths.of_mask(cache_mask) if cache_mask is not None
-                   else RowLengths.full(batch, int(offset) + 1, src_mask.device))
-        mask, cross = getattr(self, "_source_rows", (None, None))
-        if mask is not src_mask:
-            cross = RowLengths.of_mask(src_mask)
-            self._source_rows = (src_mask, cross)  # the mask itself is held, so its identity cannot be reused
-        return history, cross
-
     def forward(self, src: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
         """Teacher-forced logits (B, T, V) for training."""
-        memory, src_mask = self.encode(src)
+        memory, src_mask, _ = self.encode(src)
         logits, _ = self.decode(tgt, memory, src_mask)
         return logits
 

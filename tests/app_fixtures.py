@@ -21,7 +21,7 @@ import torch
 from app.main import create_app
 from app.settings import Settings
 from model.checkpoint import export, load
-from model.decoding import right_padded
+from model.search.backend import right_padded
 from model.tokenizer import TranslationTokenizer, train_bpe
 from model.transformer import Transformer, TransformerConfig
 
@@ -177,7 +177,7 @@ def parse_sse(text: str) -> list[tuple[str, dict]]:
 
 
 def check_translation(t: dict, *, greedy: bool, max_new_tokens: int | None = None) -> None:
-    """Every invariant DESIGN §3 promises clients, on one entry of `translations`."""
+    """Every invariant docs/api.md promises clients, on one entry of `translations`."""
     tokens, source = t["tokens"], t["source_tokens"]
     if t.get("segments") == []:  # nothing to translate (only symbols, markup, spaces): not decoded at all
         assert tokens == source == [] and not any(c.isalpha() for c in t["text"]) and t["finish_reason"] == "stop"

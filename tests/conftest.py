@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from model.decoding import SpecialIds
+from model.search.options import SpecialIds
 from model.transformer import Transformer, TransformerConfig
 
 SPECIAL = SpecialIds(pad=0, bos=1, eos=2)
@@ -55,7 +55,8 @@ def train_tiny(steps: int = 250, seed: int = 0) -> Transformer:
     for _ in range(steps):
         src, tgt = copy_task_batch(g, 64)
         logits = model(src, tgt[:, :-1])
-        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), tgt[:, 1:].reshape(-1), ignore_index=SPECIAL.pad)
+        loss = torch.nn.functional.cross_entropy(
+            logits.reshape(-1, logits.size(-1)), tgt[:, 1:].reshape(-1), ignore_index=SPECIAL.pad)
         opt.zero_grad()
         loss.backward()
         opt.step()

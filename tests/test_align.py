@@ -1,4 +1,4 @@
-"""Word alignment from attention (model.align) and the Apertium stream parsing of bench.alignment.
+"""Word alignment from attention (model.text.align) and the Apertium stream parsing of bench.alignment.
 
 Needs neither Apertium nor the shipped model's weights: only its tokenizer file.
 """
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from bench.alignment import bilingual_candidates, content_lemmas, one_to_one, parse_units, words_of_units
-from model.align import Word, links, scores, source_words, target_words, token_spans
+from model.text.align import Word, links, scores, source_words, target_words, token_spans
 from model.tokenizer import TranslationTokenizer
 
 TOKENIZER = Path(__file__).resolve().parents[1] / "weights" / "es-en-multidomain" / "tokenizer.json"
@@ -95,7 +95,8 @@ def test_silver_links_from_literal_streams():
     english_text = "The fish isn't good, Zorblax."
     spanish_text = "El pescado no es Zorblax bien."
     units = parse_units(ENG_TAGGED)
-    english, whole = words_of_units(english_text, [u[0] for u in units], [bilingual_candidates(b) for b in ENG_BILINGUAL])
+    english, whole = words_of_units(english_text, [u[0] for u in units],
+                                    [bilingual_candidates(b) for b in ENG_BILINGUAL])
     assert whole and english == [set(), {"pez", "pescado"}, {"ser", "no"}, {"bien"}, set()]
     units = parse_units(SPA_MORPH)
     spanish, whole = words_of_units(spanish_text, [u[0] for u in units],

@@ -12,6 +12,7 @@ import torch
 
 from app.registry import resolve_device, resolve_dtype
 from model.checkpoint import load, sha256_file
+from model.quantize import quantize_int8
 from tests.app_fixtures import (  # noqa: F401 (fixtures)
     MODEL_NAME,
     PAIRS,
@@ -71,12 +72,14 @@ async def test_beam_steps_are_the_model_probabilities_of_the_tokens(client):
     assert len(t["alternatives"]) == 2 and all(a["score"] <= t["score"] for a in t["alternatives"])
     assert len({a["text"] for a in t["alternatives"]} | {t["text"]}) == 3
 
-    # Teacher-force the served model (int8 on CPU by default) on the answer: p(tokens[i] | source, tokens[:i]).
+    # Teacher-force the served weights (int8 on CPU by default) on the answer: p(tokens[i] | source, tokens[:i]),
+    # in one pass of PyTorch's int8 copy, which holds the integers the C engine packs.
     loaded = client.app.state.translator.models[MODEL_NAME]
     src = torch.tensor([loaded.tokenizer.encode_source(SENTENCE, "en")])
     ids = [s["id"] for s in t["steps"]]
+    served = quantize_int8(loaded.model) if loaded.quantization == "int8" else loaded.model
     with torch.inference_mode():
-        logits = loaded.model(src, torch.tensor([[loaded.tokenizer.bos_id, *ids[:-1]]]))[0].softmax(-1)
+        logits = served(src, torch.tensor([[loaded.tokenizer.bos_id, *ids[:-1]]]))[0].softmax(-1)
     forced = [float(logits[i, token]) for i, token in enumerate(ids)]
     assert [s["probability"] for s in t["steps"]] == pytest.approx(forced, abs=1e-5)
 
@@ -112,7 +115,8 @@ async def test_auto_source_reports_the_detected_language_and_warns_about_a_wrong
     assert spanish["detected_language"]["language"] == "es" and spanish["detected_language"]["confidence"] > 90
     # Already in the target language: with two languages, auto still means Spanish; the answer says so.
     assert english["detected_language"]["language"] == "en" and "looks English" in english["warnings"][0]
-    declared = (await translate(client, text="The dog sleeps at home today.", source="es", target="en"))["translations"][0]
+    declared = (await translate(client, text="The dog sleeps at home today.", source="es",
+                                target="en"))["translations"][0]
     assert "detected_language" not in declared and "not Spanish" in declared["warnings"][0]
     plain = (await translate(client, text=SENTENCE))["translations"][0]
     assert "detected_language" not in plain and "warnings" not in plain
@@ -242,7 +246,7 @@ async def test_not_ready_until_a_model_is_loaded(tmp_path):
 async def test_torch_threads_applies_to_the_decode_thread(tiny_weights):
     assert torch.get_num_threads() == 1  # one_torch_thread; a new thread would start with 1 too
     async with serving(tiny_weights, torch_threads=2) as client:
-        assert await client.app.state.translator.thread.run(torch.get_num_threads) == 2
+        assert await client.app.state.translator.decoder.thread.run(torch.get_num_threads) == 2
 
 
 def test_the_serving_path_loads_no_evaluation_data_or_training_code(tiny_weights):
@@ -259,7 +263,7 @@ def test_the_serving_path_loads_no_evaluation_data_or_training_code(tiny_weights
         "        await asyncio.sleep(0)\n"
         "asyncio.run(main())\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] == 'sacrebleu' or m.startswith("
-        "('model.evaluate', 'model.data', 'model.train', 'model.corpus'))))\n"
+        "('model.training.evaluate', 'model.training.data', 'model.training.train', 'model.training.corpus'))))\n"
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr

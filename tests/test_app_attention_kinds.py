@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from model.checkpoint import load
-from model.decoding import encoder_attention
-from model.quantize import quantize_int8
+from model.engine.backend import backend_for
+from model.search import encoder_attention
 from tests.app_fixtures import (  # noqa: F401 (fixtures)
     MODEL_NAME,
     PAIRS,
@@ -43,7 +43,8 @@ async def translate(client, **body):
 @pytest.mark.parametrize("strategy", ["greedy", "beam"])
 @pytest.mark.parametrize("reduction", ["mean", "heads"])
 async def test_every_kind_keeps_its_invariants(client, strategy, reduction):
-    output = {**ALL_KINDS, "attention": reduction, "encoder_attention_layers": [0, -1], "decoder_attention_layers": [-1, 0]}
+    output = {**ALL_KINDS, "attention": reduction,
+              "encoder_attention_layers": [0, -1], "decoder_attention_layers": [-1, 0]}
     (t,) = await translate(client, text=SENTENCE, decoding={"strategy": strategy}, output=output)
     check_translation(t, greedy=strategy == "greedy")
     assert t["encoder_attention"]["layers"] == [0, 1] and t["decoder_attention"]["layers"] == [1, 0]
@@ -53,12 +54,14 @@ async def test_every_kind_keeps_its_invariants(client, strategy, reduction):
 
 
 async def test_the_encoder_map_is_the_models_own(client, tiny_weights):
-    (t,) = await translate(client, text=SENTENCE, output={**ALL_KINDS, "attention": "heads", "encoder_attention_layers": [0]})
+    (t,) = await translate(client, text=SENTENCE,
+                           output={**ALL_KINDS, "attention": "heads", "encoder_attention_layers": [0]})
     loaded = load(tiny_weights / MODEL_NAME)
     ids = loaded.tokenizer.encode_source(SENTENCE, "en")
-    served = quantize_int8(loaded.model)  # what the server decodes with on a CPU (QUANTIZE=auto)
-    want = encoder_attention(served, [ids], (0,), loaded.tokenizer.pad_id)[0][0]
-    torch.testing.assert_close(torch.tensor(t["encoder_attention"]["weights"][0]), torch.tensor(want), atol=1e-5, rtol=0)
+    served = backend_for(loaded.model, int8=True)  # what the server decodes with on a CPU (QUANTIZE=auto)
+    want = encoder_attention(served, [ids], (0,))[0][0]
+    torch.testing.assert_close(torch.tensor(t["encoder_attention"]["weights"][0]), torch.tensor(want),
+                               atol=1e-5, rtol=0)
     # Heads really differ: the map is not one head copied.
     assert not torch.allclose(torch.tensor(want[0]), torch.tensor(want[1]))
 
@@ -76,7 +79,8 @@ async def test_bad_kinds_and_layers_are_named(client):
     for output, words in (({"attention_kinds": ["self"]}, "cross"), ({"attention_kinds": ["cross", "cross"]}, "once"),
                           ({"attention_kinds": []}, "at least 1"),
                           ({**ALL_KINDS, "encoder_attention_layers": [2]}, "2 encoder layers")):
-        response = await client.post("/translate", json={"text": SENTENCE, "source": "es", "target": "en", "output": output})
+        response = await client.post("/translate",
+                                     json={"text": SENTENCE, "source": "es", "target": "en", "output": output})
         assert response.status_code == 422 and words in response.text, response.text
 
 

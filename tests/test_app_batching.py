@@ -13,10 +13,10 @@ import pytest
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
-from app.batching import Batcher, DecodeThread
+from app.api.schemas import TranslateRequest
 from app.deps import unless_disconnected
 from app.metrics import Metrics
-from app.schemas import TranslateRequest
+from app.scheduling.batching import Batcher, DecodeThread
 from tests.app_fixtures import (  # noqa: F401 (fixtures)
     PAIRS,
     anyio_backend,
@@ -196,7 +196,7 @@ async def test_two_decode_lanes_share_the_callers_and_each_caller_gets_its_own_a
     """DECODE_LANES=2: texts go to the lane with fewer rows, each lane steps its own running batch on
     its own thread, and every answer is the one the text gets alone."""
     async with serving(tiny_weights, decode_lanes=2) as client:
-        lanes = client.app.state.translator.continuous.lanes
+        lanes = client.app.state.translator.decoder.continuous.lanes
         assert len(lanes) == 2 and lanes[0].thread is not lanes[1].thread
         answers = await _callers(client, 6, 10)
         assert all(lane.batches for lane in lanes)  # both lanes decoded texts
@@ -226,12 +226,12 @@ async def test_a_client_that_hangs_up_leaves_the_queue(tiny_weights):
         with pytest.raises(HTTPException) as closed:
             await unless_disconnected(request, translator.translate(job))
         assert closed.value.status_code == 499
-        assert translator.batcher.waiting == [] and translator.admission.used == 0
+        assert translator.decoder.batcher.waiting == [] and translator.decoder.admission.used == 0
 
 
 async def test_the_event_loop_answers_while_a_batch_decodes(tiny_weights):
     async with serving(tiny_weights) as client:
-        batcher = client.app.state.translator.batcher
+        batcher = client.app.state.translator.decoder.batcher
         decode, started = batcher.run_batch, asyncio.Event()
         loop = asyncio.get_running_loop()
 

@@ -160,7 +160,7 @@ async def test_a_long_document_is_translated_on_an_idle_server_and_refused_only_
         response = await client.post("/translate", json=merged(text=page, output={"steps": False, "attention": "none"}))
         assert response.status_code == 200, response.text
         (t,) = response.json()["translations"]
-        assert len(t["segments"]) == 333 and client.app.state.translator.admission.used == 0
+        assert len(t["segments"]) == 333 and client.app.state.translator.decoder.admission.used == 0
     async with serving(tiny_weights, max_queue=4, batch_window_ms=300, batch_quiet_ms=300) as client:
         waiting = asyncio.create_task(client.post("/translate", json=merged(text=SENTENCE)))
         await asyncio.sleep(0.1)  # one place taken: the document no longer fits, and must be retried
@@ -175,7 +175,7 @@ async def test_a_timeout_answers_503_and_frees_its_place(tiny_weights):
         assert response.status_code == 503 and int(response.headers["retry-after"]) >= 1
         assert "REQUEST_TIMEOUT_S" in response.json()["detail"]
         translator = client.app.state.translator
-        assert translator.batcher.waiting == [] and translator.admission.used == 0
+        assert translator.decoder.batcher.waiting == [] and translator.decoder.admission.used == 0
         metrics = (await client.get("/metrics")).text
         assert 'translate_rejected_total{reason="timeout"} 1.0' in metrics
 

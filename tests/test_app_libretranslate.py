@@ -118,7 +118,8 @@ async def test_a_body_that_is_neither_json_nor_a_form(client):
 
 async def test_parameters_in_the_query_string_of_an_empty_post(client):
     # What deep-translator sends: requests.post(url, params=...), no body at all.
-    response = await client.post(URL, params={"q": ES1, "source": "es", "target": "en", "format": "text", "api_key": "x"})
+    response = await client.post(URL, params={"q": ES1, "source": "es", "target": "en", "format": "text",
+                                              "api_key": "x"})
     assert response.status_code == 200, response.text
     assert response.json() == {"translatedText": EN1}
     response = await client.post(URL, params=[("q", ES1), ("q", ES2), ("source", "es"), ("target", "en")])

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from model import align
-from model.markup import parse_html
+from model.text import align
+from model.text.markup import parse_html
 from tests.app_fixtures import (  # noqa: F401 (fixtures)
     anyio_backend,
     one_torch_thread,
@@ -112,8 +112,9 @@ async def test_alignment_links_the_words_of_the_model_output_to_those_of_its_inp
 
 
 async def test_libretranslate_html_keeps_the_markup(client):
-    response = await client.post("/compat/libretranslate/translate", json={"q": "<p>El <b>gato</b> come.</p>", "source": "es",
-                                                               "target": "en", "format": "html"})
+    response = await client.post("/compat/libretranslate/translate",
+                                 json={"q": "<p>El <b>gato</b> come.</p>", "source": "es",
+                                       "target": "en", "format": "html"})
     assert response.status_code == 200
     out = response.json()["translatedText"]
     assert tags(out) == ["p", "b", "/b", "/p"]
@@ -135,7 +136,8 @@ async def test_the_stream_puts_protected_spans_back_in_its_final_answer(client):
 
 
 # Tag and attribute names are English whatever the page's language; py3langid reads this markup as English (94.6).
-SPANISH_PAGE = '<div class="warning note"><a href="/help/the/user/manual" title="Open the user manual">Abre el manual</a></div>'
+SPANISH_PAGE = ('<div class="warning note"><a href="/help/the/user/manual" title="Open the user manual">'
+                'Abre el manual</a></div>')
 
 
 async def test_the_language_of_an_html_text_is_read_from_its_text_not_its_tags(client):

@@ -81,7 +81,8 @@ async def test_names_numbers_urls_and_placeholders_survive(client, source, targe
 
 async def test_a_paragraph_is_split_and_rejoined(client):
     text = "Abre el archivo. Guarda los cambios.\nCierra la ventana."
-    response = await client.post("/translate", json={"text": text, "source": "es", "target": "en", "output": {"steps": True}})
+    response = await client.post("/translate",
+                                 json={"text": text, "source": "es", "target": "en", "output": {"steps": True}})
     entry = response.json()["translations"][0]
     assert len(entry["segments"]) == 3 and entry["text"].count("\n") == 1
     assert "file" in entry["text"].lower() and "window" in entry["text"].lower()

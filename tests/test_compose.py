@@ -1,7 +1,7 @@
 """Markup, protected spans and glossaries around a translation, with the alignment set by hand.
 
 Each test gives `compose.finish` a translation and its word links (what the model and
-model/align.py would give), so what is checked is the placement rule itself, not what a model
+model/text/align.py would give), so what is checked is the placement rule itself, not what a model
 happened to learn.
 """
 
@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import pytest
 
-from model import align, compose, markup, protect
-from model.glossary import Term
+from model.text import align, compose, markup, protect
+from model.text.glossary import Term
 
 
 def aligned(unit: compose.Unit, target: str, links: list[tuple[int, int]] | None = None,

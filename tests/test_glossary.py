@@ -2,7 +2,7 @@
 
 import pytest
 
-from model.glossary import GlossaryError, Term, contains, find, load_folder, read_tsv
+from model.text.glossary import GlossaryError, Term, contains, find, load_folder, read_tsv
 
 
 def found(text: str, terms: list[Term]) -> list[tuple[str, str]]:

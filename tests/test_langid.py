@@ -1,8 +1,8 @@
-"""model.langid: Spanish or English, with py3langid's shipped model restricted to the two languages."""
+"""model.text.langid: Spanish or English, with py3langid's shipped model restricted to the two languages."""
 
 import pytest
 
-from model.langid import clearly_not, detect, rank_languages
+from model.text.langid import clearly_not, detect, rank_languages
 
 
 @pytest.mark.parametrize("text, language", [

@@ -6,8 +6,11 @@ from torch import nn
 
 from app.registry import resolve_quantization
 from model.checkpoint import ModelLoadError
-from model.decoding import DecodeOptions, decode
+from model.engine.backend import backend_for
+from model.engine.binding import available as engine_available
 from model.quantize import Int8Linear, quantize_int8
+from model.search import decode
+from model.search.options import DecodeOptions
 from model.transformer import Projection
 from tests.conftest import SPECIAL, copy_task_batch, random_sources, tiny_model
 
@@ -43,8 +46,8 @@ def test_a_row_gets_the_same_output_whatever_shares_its_batch():
 def test_int8_decoding_of_a_padded_source_equals_decoding_it_alone(trained, strategy, engine):
     """The service batches strangers' requests: their company must not change a translation (on the
     C engine where it runs, and on PyTorch's int8 layers, the path without it)."""
-    quantized = quantize_int8(trained, engine=engine)
-    assert quantized.engine is None or engine
+    quantized = backend_for(trained, int8=True, engine=engine)
+    assert quantized.name == ("c" if engine and engine_available() else "torch")
     src, _ = copy_task_batch(torch.Generator().manual_seed(11), 6)
     options = DecodeOptions(strategy=strategy, beam_size=3, max_new_tokens=12, top_k=2, cross_attention_layers=(1,))
     batched = decode(quantized, src, options, SPECIAL)

@@ -26,7 +26,7 @@ import httpx
 import pytest
 
 from bench.common import ROOT, app_process, free_port
-from model.continuous import ContinuousGreedy
+from model.search.greedy import GreedySearch
 from tests.app_fixtures import (  # noqa: F401 (fixtures)
     MODEL_NAME,
     PAIRS,
@@ -160,7 +160,7 @@ async def test_a_deadline_passing_mid_decode_gets_503_frees_its_place_and_spares
     async with serving(tiny_weights, max_queue=2, request_timeout_s=timeout, batch_window_ms=2000,
                        batch_quiet_ms=2000, continuous_batching=False) as client:
         translator = client.app.state.translator
-        decode, batches = translator.batcher.run_batch, []
+        decode, batches = translator.decoder.batcher.run_batch, []
         started, release = threading.Event(), threading.Event()
 
         def held_decode(items):
@@ -169,31 +169,31 @@ async def test_a_deadline_passing_mid_decode_gets_503_frees_its_place_and_spares
             release.wait(30)  # a long decode: it runs past A's deadline
             return decode(items)
 
-        translator.batcher.run_batch = held_decode
+        translator.decoder.batcher.run_batch = held_decode
         a = asyncio.create_task(client.post("/translate", json=_body(first)))
-        await _until(lambda: translator.admission.used == 1)
+        await _until(lambda: translator.decoder.admission.used == 1)
         await asyncio.sleep(1.0)  # B's deadline comes a second after A's; both wait for the 2 s window
         b_sent = time.monotonic()
         b = asyncio.create_task(client.post("/translate", json=_body(second)))
-        await _until(lambda: len(translator.batcher.waiting) == 2)
+        await _until(lambda: len(translator.decoder.batcher.waiting) == 2)
 
         a_answer = await a
         assert started.is_set(), "A timed out before its batch started decoding"
         assert a_answer.status_code == 503 and int(a_answer.headers["retry-after"]) >= 1
         assert "REQUEST_TIMEOUT_S" in a_answer.json()["detail"]
-        assert not b.done() and translator.admission.used == 1  # A's place is free, B's is held
+        assert not b.done() and translator.decoder.admission.used == 1  # A's place is free, B's is held
         c = asyncio.create_task(client.post("/translate", json=_body(third)))  # admitted in A's place
-        await _until(lambda: len(translator.batcher.waiting) == 1)
+        await _until(lambda: len(translator.decoder.batcher.waiting) == 1)
         assert time.monotonic() - b_sent < timeout - 0.3, "B's own deadline is near: the machine is too slow"
         release.set()
         b_answer, c_answer = await b, await c
-        translator.batcher.run_batch = decode
+        translator.decoder.batcher.run_batch = decode
         assert batches[0] == 2, "A and B were not decoded in one batch"
         for answer, translation in ((b_answer, second_en), (c_answer, third_en)):
             assert answer.status_code == 200, answer.text
             got = answer.json()["translations"][0]
             assert got["text"] == translation and got["finish_reason"] == "stop"
-        assert translator.admission.used == 0 and translator.batcher.waiting == []
+        assert translator.decoder.admission.used == 0 and translator.decoder.batcher.waiting == []
         metrics = (await client.get("/metrics")).text
         assert 'translate_rejected_total{reason="timeout"} 1.0' in metrics
 
@@ -206,7 +206,7 @@ async def test_a_greedy_text_timing_out_leaves_the_running_batch_and_its_neighbo
     (first, _), (second, second_en) = PAIRS[:2]
     b_queued, both_running, release = threading.Event(), threading.Event(), threading.Event()
     rows_seen: list[int] = []
-    step = ContinuousGreedy.step
+    step = GreedySearch.step
 
     def held_step(self):
         rows_seen.append(len(self))
@@ -217,14 +217,15 @@ async def test_a_greedy_text_timing_out_leaves_the_running_batch_and_its_neighbo
             release.wait(30)  # a long step: it runs past A's deadline
         return step(self)
 
-    monkeypatch.setattr(ContinuousGreedy, "step", held_step)
     async with serving(tiny_weights, request_timeout_s=2.0) as client:
+        # Held from here: the warm-up at startup runs greedy search too.
+        monkeypatch.setattr(GreedySearch, "step", held_step)
         translator = client.app.state.translator
         a = asyncio.create_task(client.post("/translate", json=_body(first)))
         await _until(lambda: rows_seen)
         await asyncio.sleep(1.0)
         b = asyncio.create_task(client.post("/translate", json=_body(second)))
-        await _until(lambda: translator.continuous._waiting)
+        await _until(lambda: translator.decoder.continuous._waiting)
         b_queued.set()
         assert await asyncio.to_thread(both_running.wait, 10)
         a_answer = await a
@@ -232,9 +233,9 @@ async def test_a_greedy_text_timing_out_leaves_the_running_batch_and_its_neighbo
         release.set()
         b_answer = await b
         assert b_answer.status_code == 200 and b_answer.json()["translations"][0]["text"] == second_en
-        await _until(lambda: not translator.continuous._has_work())
+        await _until(lambda: not translator.decoder.continuous._has_work())
         assert rows_seen[-1] == 1  # A's row left; B finished alone
-        assert translator.admission.used == 0 and translator.continuous._futures == {}
+        assert translator.decoder.admission.used == 0 and translator.decoder.continuous._futures == {}
 
 
 async def _until(condition, seconds: float = 10) -> None:
@@ -307,8 +308,8 @@ def test_each_broken_model_folder_exits_non_zero_with_one_clear_line(tiny_weight
         root.mkdir()
         weights, words = fault(tiny_weights, root)
         env = {"HOST": "127.0.0.1", "PORT": str(free_port()), "WEIGHTS_DIR": str(weights), "TORCH_THREADS": "1"}
-        process = subprocess.Popen([sys.executable, "-m", "app"], cwd=ROOT, env={**os.environ, **env}, stdout=subprocess.PIPE,
-                                   stderr=subprocess.PIPE, text=True)
+        process = subprocess.Popen([sys.executable, "-m", "app"], cwd=ROOT, env={**os.environ, **env},
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         runs.append((fault.__name__, process, words))
     for name, process, words in runs:
         try:
@@ -375,8 +376,8 @@ def test_sigterm_lets_requests_in_flight_finish_and_refuses_new_ones(tiny_weight
 
 
 def test_sigterm_exits_within_the_grace_period_when_a_request_would_take_longer(tiny_weights, tmp_path):
-    settings = {"SHUTDOWN_GRACE_S": 1, "BATCH_WINDOW_MS": 60_000, "BATCH_QUIET_MS": 60_000, "CONTINUOUS_BATCHING": "false",
-                "BATCH_MAX_ITEMS": 64, "TORCH_THREADS": 1}
+    settings = {"SHUTDOWN_GRACE_S": 1, "BATCH_WINDOW_MS": 60_000, "BATCH_QUIET_MS": 60_000,
+                "CONTINUOUS_BATCHING": "false", "BATCH_MAX_ITEMS": 64, "TORCH_THREADS": 1}
     with (tmp_path / "server.log").open("w+b") as log, app_process(tiny_weights, log, **settings) as server:
         outcome: dict = {}
 
@@ -411,7 +412,8 @@ def _wait_in_flight(url: str, n: int, seconds: float = 30) -> None:
 
 # --- no pickles --------------------------------------------------------------------------------
 
-UNSAFE_LOADS = re.compile(r"\bpickle\.loads?\(|\bimport pickle\b|\bjoblib\.load\(|\bdill\.loads?\(|allow_pickle\s*=\s*True"
+UNSAFE_LOADS = re.compile(r"\bpickle\.loads?\(|\bimport pickle\b|\bjoblib\.load\(|\bdill\.loads?\("
+                          r"|allow_pickle\s*=\s*True"
                           r"|\btorch\.jit\.load\(")
 
 

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from app.middleware import TokenBuckets
-from model.continuous import ContinuousGreedy
+from model.search.greedy import GreedySearch
 from tests.app_fixtures import (  # noqa: F401 (fixtures)
     PAIRS,
     anyio_backend,
@@ -224,15 +224,15 @@ async def test_error_bodies_show_no_stack_trace_and_no_path(tiny_weights):
             await client.post("/translate", content=b"x" * 600_000, headers=key),
             await client.post("/translate", json={**GOOD, "decoding": {"beam_size": 99}}, headers=key),
             await client.post("/translate", json={**GOOD, "model": "../../etc/passwd"}, headers=key),
-            await client.post("/compat/libretranslate/translate", content=b"q=1", headers={**key,
-                                                                                          "content-type": "text/plain"}),
+            await client.post("/compat/libretranslate/translate", content=b"q=1",
+                              headers={**key, "content-type": "text/plain"}),
         ]
         # Bugs: an exception in a route, and one on the decode thread, both naming a path.
         translator.languages = lambda: (_ for _ in ()).throw(RuntimeError('File "/work/main/app/x.py", line 1'))
         with pytest.MonkeyPatch.context() as patch:
             broken = lambda *_: (_ for _ in ()).throw(OSError("/tmp/secret.py: disk on fire"))  # noqa: E731
-            patch.setattr(translator.batcher, "run_batch", broken)  # beam batches
-            patch.setattr(ContinuousGreedy, "step", broken)  # the running greedy batch
+            patch.setattr(translator.decoder.batcher, "run_batch", broken)  # beam batches
+            patch.setattr(GreedySearch, "step", broken)  # the running greedy batch
             # As uvicorn does: the 500 goes to the client, and the exception on to the server's log.
             transport = httpx.ASGITransport(app=client.app, raise_app_exceptions=False)
             async with httpx.AsyncClient(transport=transport, base_url="http://test") as plain:

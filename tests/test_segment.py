@@ -2,7 +2,7 @@
 
 import pytest
 
-from model.segment import join, split
+from model.text.segment import join, split
 
 
 def texts(text: str) -> list[str]:

@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 K8S = ROOT / "deploy" / "kubernetes"
 
 # Environment variables that are not settings of the app but may be set next to them.
-# TRANSLATE_ENGINE_CACHE: where model/engine.py keeps the compiled engine (the image builds it in).
+# TRANSLATE_ENGINE_CACHE: where model/engine/binding.py keeps the compiled engine (the image builds it in).
 NON_APP_VARIABLES = re.compile(r"(PATH|LANG|LC_\w+|PYTHON\w*|PIP_\w+|VIRTUAL_ENV|OMP_NUM_THREADS|MKL_NUM_THREADS"
                                r"|TORCH_\w+|CUDA_\w+|NVIDIA_\w+|TRANSLATE(_GPU)?_PORT|TRANSLATE_ENGINE_CACHE)")
 
@@ -359,7 +359,7 @@ def test_dockerignore_keeps_the_context_to_what_the_image_needs():
     rules = dockerignore_rules()
     for left_out in [".git/HEAD", ".venv/bin/python", "data/tatoeba/spa.tsv", "runs/x/log.json", "artifacts/a.bin",
                      ".gpu/wheels/x.whl", ".whl/x.whl", "tests/test_app.py", ".env", "checkpoints/last.pt",
-                     "app/__pycache__/main.cpython-311.pyc", "weights/m/last.pt", "bench/results/gpu.json"]:
+                     "app/__pycache__/main.cpython-311.pyc", "weights/m/last.pt", "bench/engine.py"]:
         assert not in_build_context(left_out, rules), f"{left_out} would be sent to the Docker build"
     context = build_context()
     dockerfile = Dockerfile.read()

@@ -10,8 +10,9 @@ import pytest
 import torch
 
 from model.checkpoint import ModelLoadError, export, load
-from model.decoding import DecodeOptions, decode
-from model.decoding import special_ids
+from model.search import decode
+from model.search.backend import TorchBackend
+from model.search.options import DecodeOptions, special_ids
 from model.tokenizer import TranslationTokenizer, train_bpe
 from model.transformer import Transformer, TransformerConfig
 
@@ -36,7 +37,8 @@ def tokenizer() -> TranslationTokenizer:
 
 @pytest.mark.parametrize(
     "text",
-    ["¿Dónde está la niña? ¡Aquí!", "«Hola», dijo él — ñandú, pingüino, acción.", "I ❤️ café 😀🚀", "Привет, 東京 and Ελλάδα", "tabs\tand \u00a0spaces"],
+    ["¿Dónde está la niña? ¡Aquí!", "«Hola», dijo él — ñandú, pingüino, acción.", "I ❤️ café 😀🚀",
+     "Привет, 東京 and Ελλάδα", "tabs\tand \u00a0spaces"],
 )
 def test_tokenizer_round_trips_without_unknown_tokens(tokenizer, text):
     ids = tokenizer.encode_target(text)
@@ -51,13 +53,15 @@ def test_source_starts_with_the_target_language_tag(tokenizer):
 
 def tiny(tokenizer, seed=0) -> Transformer:
     torch.manual_seed(seed)
-    cfg = TransformerConfig(vocab_size=tokenizer.vocab_size, d_model=32, n_heads=4, d_ff=64, encoder_layers=2, decoder_layers=2, dropout=0.0)
+    cfg = TransformerConfig(vocab_size=tokenizer.vocab_size, d_model=32, n_heads=4, d_ff=64, encoder_layers=2,
+                            decoder_layers=2, dropout=0.0)
     return Transformer(cfg).eval()
 
 
 def _translate(loaded_model, tokenizer, text):
     src = torch.tensor([tokenizer.encode_source(text, "en")])
-    return decode(loaded_model, src, DecodeOptions(max_new_tokens=8, top_k=2), special_ids(tokenizer))[0][0]
+    return decode(TorchBackend(loaded_model), src, DecodeOptions(max_new_tokens=8, top_k=2),
+                  special_ids(tokenizer))[0][0]
 
 
 def test_export_then_load_gives_identical_outputs(tokenizer, tmp_path):
@@ -66,7 +70,8 @@ def test_export_then_load_gives_identical_outputs(tokenizer, tmp_path):
     loaded = load(tmp_path / "m")
     for name, p in model.state_dict().items():
         assert torch.equal(p, loaded.model.state_dict()[name])
-    a, b = _translate(model, tokenizer, "El gato come pescado."), _translate(loaded.model, tokenizer, "El gato come pescado.")
+    a = _translate(model, tokenizer, "El gato come pescado.")
+    b = _translate(loaded.model, tokenizer, "El gato come pescado.")
     assert a.ids == b.ids and [s.probability for s in a.steps] == [s.probability for s in b.steps]
     assert loaded.card["note"] == "test" and loaded.card["parameters"] == model.num_parameters()
 
@@ -125,7 +130,7 @@ def run_cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
 
 def test_train_cli_exports_a_loadable_model_and_resumes(tmp_path):
     splits = write_corpus(tmp_path / "data")
-    base = [sys.executable, "-m", "model.train", "--data", str(splits), "--run-dir", str(tmp_path / "run"),
+    base = [sys.executable, "-m", "model.training.train", "--data", str(splits), "--run-dir", str(tmp_path / "run"),
             "--export", str(tmp_path / "weights" / "tiny"), *TINY_ARGS]
     first = run_cli([*base, "--epochs", "1"], tmp_path)
     assert first.returncode == 0, first.stderr
@@ -142,7 +147,8 @@ def test_train_cli_exports_a_loadable_model_and_resumes(tmp_path):
 def test_torchrun_ddp_keeps_both_ranks_identical(tmp_path):
     splits = write_corpus(tmp_path / "data")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone",
-           "-m", "model.train", "--data", str(splits), "--run-dir", str(tmp_path / "run"), "--max-steps", "4", "--device", "cpu", *TINY_ARGS]
+           "-m", "model.training.train", "--data", str(splits), "--run-dir", str(tmp_path / "run"), "--max-steps", "4",
+           "--device", "cpu", *TINY_ARGS]
     result = run_cli(cmd, tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     digests = [(tmp_path / "run" / f"params-rank{r}.sha256").read_text() for r in (0, 1)]
@@ -153,24 +159,26 @@ def test_torchrun_ddp_keeps_both_ranks_identical(tmp_path):
 
 
 def tiny_digest_before_training(tmp_path: Path) -> str:
-    from model.train import parameters_digest
+    from model.training.train import parameters_digest
 
     tok = TranslationTokenizer.load(tmp_path / "run" / "tokenizer.json")
     torch.manual_seed(1)  # the trainer's default --seed
-    cfg = TransformerConfig(vocab_size=tok.vocab_size, d_model=32, n_heads=4, d_ff=64, encoder_layers=2, decoder_layers=2, dropout=0.0, max_len=256)
+    cfg = TransformerConfig(vocab_size=tok.vocab_size, d_model=32, n_heads=4, d_ff=64, encoder_layers=2,
+                            decoder_layers=2, dropout=0.0, max_len=256)
     return parameters_digest(Transformer(cfg))
 
 
 def test_training_can_continue_from_a_model_folder_and_scores_its_starting_point_first(tmp_path):
     splits = write_corpus(tmp_path / "data")
-    start = [sys.executable, "-m", "model.train", "--data", str(splits), "--run-dir", str(tmp_path / "run0"),
+    start = [sys.executable, "-m", "model.training.train", "--data", str(splits), "--run-dir", str(tmp_path / "run0"),
              "--export", str(tmp_path / "weights" / "start"), *TINY_ARGS, "--epochs", "1"]
     assert run_cli(start, tmp_path).returncode == 0
     before = load(tmp_path / "weights" / "start")
     # Architecture flags that disagree with the folder's are overridden by it; the tokenizer is the folder's.
-    more = [sys.executable, "-m", "model.train", "--data", str(splits), "--run-dir", str(tmp_path / "run1"),
+    more = [sys.executable, "-m", "model.training.train", "--data", str(splits), "--run-dir", str(tmp_path / "run1"),
             "--export", str(tmp_path / "weights" / "more"), "--init-from", str(tmp_path / "weights" / "start"),
-            "--d-model", "64", "--dropout", "0", "--batch-tokens", "200", "--threads", "1", "--max-steps", "2", "--lr", "1e-4"]
+            "--d-model", "64", "--dropout", "0", "--batch-tokens", "200", "--threads", "1", "--max-steps", "2",
+            "--lr", "1e-4"]
     done = run_cli(more, tmp_path)
     assert done.returncode == 0, done.stderr
     history = json.loads((tmp_path / "run1" / "history.json").read_text())

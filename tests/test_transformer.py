@@ -108,6 +108,7 @@ def test_row_by_row_attention_gives_a_padded_row_the_same_bits_as_alone():
     attention = ScaledDotProductAttention(0.0)
     together, weights = attention(q, k, v, mask, True, RowLengths.of_mask(mask, cut_queries=True))
     for row, n in enumerate(lengths):
-        alone, alone_w = attention(*(t[row : row + 1, :, :n] for t in (q, k, v)), None, True, RowLengths.full(1, n, q.device))
+        alone, alone_w = attention(*(t[row : row + 1, :, :n] for t in (q, k, v)), None, True,
+                                   RowLengths.full(1, n, q.device))
         assert torch.equal(together[row : row + 1, :, :n], alone)
         assert torch.equal(weights[row : row + 1, :, :n, :n], alone_w)

@@ -170,7 +170,8 @@ def test_viewer_link_translates_and_shows_attention(page, server):
     assert _query(page)["layer"] == "1" and _query(page)["head"] == "mean"
     cells = _cells(page)
     assert len(cells) == len(tokens) * len(source_tokens)
-    assert {(c["row"], c["col"]) for c in cells} == {(i, j) for i in range(len(tokens)) for j in range(len(source_tokens))}
+    assert {(c["row"], c["col"]) for c in cells} == {
+        (i, j) for i in range(len(tokens)) for j in range(len(source_tokens))}
     last_mean = _matrix(cells, len(tokens), len(source_tokens))
     _assert_close(last_mean, _mean_over_heads(heads_by_layer[decoder_layers - 1]))
     _assert_rows_sum_to_one(last_mean)
@@ -261,7 +262,8 @@ def test_viewer_tells_the_story_in_the_articles_order(page, server):
     assert order == ["s-tokens", "s-embedding", "s-encoder", "s-decoding"]
 
     # 1. The tokenizer: the source tokens as chips, with their positions.
-    chips = page.eval_on_selector_all("#source-chips .chip", "els => els.map(e => [e.dataset.token, +e.dataset.position])")
+    chips = page.eval_on_selector_all("#source-chips .chip",
+                                      "els => els.map(e => [e.dataset.token, +e.dataset.position])")
     assert chips == [[t, j] for j, t in enumerate(source_tokens)]
 
     # The three heatmaps, each container saying which attention it shows.
@@ -277,7 +279,8 @@ def test_viewer_tells_the_story_in_the_articles_order(page, server):
     canvas = page.eval_on_selector("#pe-canvas", "c => ({...c.dataset, width: c.width, height: c.height})")
     dims = min(64, d_model)
     assert int(canvas["dModel"]) == d_model and int(canvas["dims"]) == dims
-    assert int(canvas["rows"]) == len(source_tokens) and canvas["positions"] == ",".join(map(str, range(len(source_tokens))))
+    assert (int(canvas["rows"]) == len(source_tokens)
+            and canvas["positions"] == ",".join(map(str, range(len(source_tokens)))))
     assert canvas["width"] > dims and canvas["height"] > len(source_tokens)
     pixels = page.evaluate("""() => {
         const c = document.getElementById("pe-canvas"), d = c.dataset, ctx = c.getContext("2d");
@@ -318,7 +321,8 @@ def test_viewer_tells_the_story_in_the_articles_order(page, server):
 
     # 3. Encoder self-attention: a layer per encoder layer, heads and their mean.
     encoder = _heads(answer["encoder_attention"])
-    assert page.eval_on_selector_all("#enc-layer option", "els => els.map(e => e.value)") == [str(i) for i in range(enc)]
+    assert page.eval_on_selector_all(
+        "#enc-layer option", "els => els.map(e => e.value)") == [str(i) for i in range(enc)]
     assert page.input_value("#enc-layer") == str(enc - 1) and page.input_value("#enc-head") == "mean"
     n = len(source_tokens)
     shown = _matrix(_cells(page, "#enc-heatmap"), n, n)
@@ -364,8 +368,9 @@ def test_viewer_steps_through_the_decoding(page, server):
         future = page.eval_on_selector_all("#dec-heatmap tbody tr.is-future", "els => els.map(e => +e.dataset.row)")
         assert future == list(range(i + 1, n))
         # The top-k of the projection + softmax is this step's.
-        assert page.eval_on_selector_all("#topk .topk-alt", "els => els.map(e => e.dataset.token)")[:len(answer["steps"][i]["top"])] \
-            == [t["token"] for t in answer["steps"][i]["top"]]
+        assert page.eval_on_selector_all(
+            "#topk .topk-alt", "els => els.map(e => e.dataset.token)"
+        )[:len(answer["steps"][i]["top"])] == [t["token"] for t in answer["steps"][i]["top"]]
         return i
 
     def masked_after(i: int) -> None:
@@ -472,8 +477,10 @@ def test_a_top_k_alternative_forces_a_prefix_and_the_rest_follows(page, server):
     assert page.locator("#compare").is_visible()
     assert page.inner_text("#compare-before") == before["text"]
     assert page.inner_text("#compare-after") == after["text"]
-    assert page.eval_on_selector_all("#compare-after-tokens .mini-tok.forced", "els => els.map(e => +e.dataset.index)") == forced
-    assert page.eval_on_selector_all("#compare-before-tokens .mini-tok", "els => els.map(e => e.dataset.token)") == tokens
+    assert page.eval_on_selector_all(
+        "#compare-after-tokens .mini-tok.forced", "els => els.map(e => +e.dataset.index)") == forced
+    assert page.eval_on_selector_all(
+        "#compare-before-tokens .mini-tok", "els => els.map(e => e.dataset.token)") == tokens
     assert page.locator("#prefix-note").is_visible() and page.inner_text("#prefix-text") == prefix
     q = _query(page)
     assert q["prefix"] == prefix and q["step"] == str(min(step + 1, len(after["tokens"])))

@@ -1,0 +1,1 @@
+"""The HTTP side: routes (ours and LibreTranslate's), request and response schemas, the OpenAPI document."""

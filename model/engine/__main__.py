@@ -1,0 +1,3 @@
+from model.engine.build import main
+
+raise SystemExit(main())

@@ -1,0 +1,191 @@
+"""Greedy search, written once: a running batch that sources join and leave between steps.
+
+Every row is a sentence at its own position: new sources are encoded and join between two steps,
+and a row leaves as soon as it has produced </s> (or reached its `max_new_tokens`), so under steady
+traffic the decoder keeps running with full rows. The three ways greedy search is driven all run
+this one algorithm: `greedy` decodes a batch (all rows join at once), `stream` yields one source's
+steps as they are chosen, and the server keeps a `GreedySearch` running that callers join.
+A row gets the same tokens whatever else is in the batch.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from model.search.backend import Backend, StepOutput
+from model.search.cache import RowCache
+from model.search.options import DecodeOptions, SpecialIds
+from model.search.records import Hypothesis, Step, TopToken, length_normalised
+
+
+@dataclass
+class Request:
+    """One source to translate greedily; `tag` is the caller's handle, returned with the result."""
+
+    source_ids: list[int]
+    options: DecodeOptions
+    tag: Any = None
+
+
+@dataclass
+class _Row:
+    request: Request
+    steps: list[Step] = field(default_factory=list)
+    logp_sum: float = 0.0
+
+    @property
+    def source_length(self) -> int:
+        return len(self.request.source_ids)
+
+
+class GreedySearch:
+    """The running batch: `add` sources between steps, `step` decodes one token for every row."""
+
+    def __init__(self, backend: Backend, special: SpecialIds):
+        self.backend, self.special = backend, special
+        self.rows: list[_Row] = []
+        self.cache = RowCache(backend.config, backend.device, backend.dtype)
+        self._forbidden = torch.tensor(list(special.forbidden), dtype=torch.long, device=backend.device)
+        self._layers: tuple[frozenset[int], frozenset[int]] = (frozenset(), frozenset())  # the rows' (cross, self)
+        self._steered: list[int] = []  # rows whose choice is not the plain argmax (a prefix, the repeat guard)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @property
+    def source_positions(self) -> int:
+        return self.cache.width if self.rows else 0
+
+    @torch.inference_mode()
+    def add(self, requests: list[Request]) -> None:
+        """Encode `requests` together and let them join the batch at the next step."""
+        if not requests:
+            return
+        self.backend.join([r.source_ids for r in requests], self.cache, self.special.bos)
+        self.rows += [_Row(r) for r in requests]
+        self._rows_changed()
+
+    @torch.inference_mode()
+    def step(self) -> list[tuple[Request, Hypothesis]]:
+        """One token for every row; returns the rows that finished, which leave the batch."""
+        if not self.rows:
+            return []
+        self.cache.prepare_step(max(len(row.steps) for row in self.rows))  # a row writes one position per step
+        cross_layers, self_layers = self._layers
+        out = self.backend.greedy_step(self.cache, self._forbidden, self_layers, cross_layers)
+        for i in self._steered:
+            self._steer(i, out.logp)
+        self._record(out)
+        return self._leave()
+
+    def remove(self, tags: set) -> None:
+        """Drop the rows of callers who gave up (their requests' tags)."""
+        keep = [i for i, row in enumerate(self.rows) if row.request.tag not in tags]
+        if len(keep) < len(self.rows):
+            self._keep(keep)
+
+    def _rows_changed(self) -> None:
+        """What the rows ask for, worked out when rows join or leave, not every step."""
+        options = [row.request.options for row in self.rows]
+        self._layers = (frozenset(l for o in options for l in o.cross_attention_layers),
+                        frozenset(l for o in options for l in o.self_attention_layers))
+        self._steered = [i for i, o in enumerate(options) if o.prefix or o.no_repeat_ngram]
+
+    def _steer(self, i: int, logp: torch.Tensor) -> None:
+        """Row i's token where it is not the argmax: the prefix's next token (its probability stays the
+        model's), or the best token that repeats no n-gram (the banned ones leave the row's top list too)."""
+        row, opts = self.rows[i], self.rows[i].request.options
+        t = len(row.steps)
+        if t < len(opts.prefix):
+            token = opts.prefix[t]
+        elif opts.no_repeat_ngram:
+            banned = repeated_ngram_ends([s.id for s in row.steps], opts.no_repeat_ngram)
+            if not banned:
+                return
+            logp[i, banned] = float("-inf")
+            token = int(self.backend.top_k(logp[i : i + 1], 1)[1][0, 0])
+        else:
+            return
+        self.cache.tokens_in_use[i] = token
+        self.cache.best_logp_in_use[i] = logp[i, token]
+
+    def _record(self, out: StepOutput) -> None:
+        chosen, chosen_logp = self.cache.tokens_in_use.tolist(), self.cache.best_logp_in_use.tolist()
+        k = max(row.request.options.top_k for row in self.rows)
+        top_p, top_i = [], []
+        if k:
+            top_lp, top = self.backend.top_k(out.logp, k)
+            top_p, top_i = top_lp.exp().tolist(), top.tolist()
+        for i, row in enumerate(self.rows):
+            opts = row.request.options
+            t = len(row.steps)
+            tops = ([TopToken(t, p) for t, p in zip(top_i[i][: opts.top_k], top_p[i][: opts.top_k])]
+                    if opts.top_k else [])
+            attention = {l: out.cross_attention[l][i, :, : row.source_length].tolist()
+                         for l in opts.cross_attention_layers}
+            # This step's query saw <s> and the row's tokens so far: its own history, not the batch's longest.
+            history = {l: out.self_attention[l][i, :, : t + 1].tolist() for l in opts.self_attention_layers}
+            row.steps.append(Step(chosen[i], math.exp(chosen_logp[i]), tops, attention, history,
+                                  forced=t < len(opts.prefix)))
+            row.logp_sum += chosen_logp[i]
+
+    def _leave(self) -> list[tuple[Request, Hypothesis]]:
+        done, keep = [], []
+        for i, row in enumerate(self.rows):
+            ended = row.steps[-1].id == self.special.eos
+            if ended or len(row.steps) >= row.request.options.max_new_tokens:
+                score = length_normalised(row.logp_sum, len(row.steps), row.request.options.length_penalty)
+                done.append((row.request, Hypothesis([s.id for s in row.steps], row.steps, score, ended)))
+            else:
+                keep.append(i)
+        if done:
+            self._keep(keep)
+        return done
+
+    def _keep(self, keep: list[int]) -> None:
+        width = max((self.rows[i].source_length for i in keep), default=1)  # the longest source left
+        order = self.cache.keep(keep, width)
+        self.rows = [self.rows[i] for i in order]
+        self._rows_changed()
+
+
+def repeated_ngram_ends(generated: list[int], n: int) -> list[int]:
+    """Tokens that would complete an n-gram already present in `generated`.
+
+    Degenerate loops ("the scenefetetetets") are the commonest failure of small models on text
+    unlike their training data; this is the n-gram repeat block of fairseq/HF generate.
+    """
+    if len(generated) < n:
+        return []
+    prefix = tuple(generated[len(generated) - n + 1 :])
+    return [generated[i + n - 1] for i in range(len(generated) - n + 1) if tuple(generated[i : i + n - 1]) == prefix]
+
+
+def greedy(backend: Backend, sources: list[list[int]], opts: DecodeOptions, special: SpecialIds) -> list[Hypothesis]:
+    """The most probable token at every step, for each source (token ids without padding)."""
+    search = GreedySearch(backend, special)
+    search.add([Request(ids, opts, tag=i) for i, ids in enumerate(sources)])
+    results: dict[int, Hypothesis] = {}
+    while len(search):
+        results |= {request.tag: hypothesis for request, hypothesis in search.step()}
+    return [results[i] for i in range(len(sources))]
+
+
+def stream(backend: Backend, source_ids: list[int], opts: DecodeOptions,
+           special: SpecialIds) -> Iterator[tuple[Step, Hypothesis | None]]:
+    """Greedy search over one source, one step per `next()`: the step chosen, and with the last one the
+    finished hypothesis (None before)."""
+    search = GreedySearch(backend, special)
+    search.add([Request(source_ids, opts)])
+    while True:
+        finished = search.step()
+        if finished:
+            hypothesis = finished[0][1]
+            yield hypothesis.steps[-1], hypothesis
+            return
+        yield search.rows[0].steps[-1], None

@@ -1,0 +1,1 @@
+"""Torch-free text handling: sentences, markup, protected spans, glossaries, alignment, language ID."""

@@ -1,0 +1,1 @@
+"""Corpus, splits, training, evaluation and export; the service never imports this package."""
