@@ -46,10 +46,11 @@ class _Row:
 class GreedySearch:
     """The running batch: `add` sources between steps, `step` decodes one token for every row."""
 
-    def __init__(self, backend: Backend, special: SpecialIds):
+    def __init__(self, backend: Backend, special: SpecialIds, rows: int = 8):
+        """`rows`: the rows the caches first hold (they grow when more join)."""
         self.backend, self.special = backend, special
         self.rows: list[_Row] = []
-        self.cache = RowCache(backend.config, backend.device, backend.dtype)
+        self.cache = RowCache(backend.config, backend.device, backend.dtype, rows)
         self._forbidden = torch.tensor(list(special.forbidden), dtype=torch.long, device=backend.device)
         self._layers: tuple[frozenset[int], frozenset[int]] = (frozenset(), frozenset())  # the rows' (cross, self)
         self._steered: list[int] = []  # rows whose choice is not the plain argmax (a prefix, the repeat guard)
@@ -168,7 +169,7 @@ def repeated_ngram_ends(generated: list[int], n: int) -> list[int]:
 
 def greedy(backend: Backend, sources: list[list[int]], opts: DecodeOptions, special: SpecialIds) -> list[Hypothesis]:
     """The most probable token at every step, for each source (token ids without padding)."""
-    search = GreedySearch(backend, special)
+    search = GreedySearch(backend, special, rows=len(sources))
     search.add([Request(ids, opts, tag=i) for i, ids in enumerate(sources)])
     results: dict[int, Hypothesis] = {}
     while len(search):
@@ -180,7 +181,7 @@ def stream(backend: Backend, source_ids: list[int], opts: DecodeOptions,
            special: SpecialIds) -> Iterator[tuple[Step, Hypothesis | None]]:
     """Greedy search over one source, one step per `next()`: the step chosen, and with the last one the
     finished hypothesis (None before)."""
-    search = GreedySearch(backend, special)
+    search = GreedySearch(backend, special, rows=1)
     search.add([Request(source_ids, opts)])
     while True:
         finished = search.step()
