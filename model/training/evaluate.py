@@ -153,7 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m model.training.evaluate", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--weights", required=True, type=Path, help="model folder (config.json, tokenizer.json, ...)")
-    p.add_argument("--split", default="test", choices=["train", "dev", "test"])
+    p.add_argument("--split", default="test", choices=["train", "dev", "test", "dev_extra", "test_extra"],
+                   help="dev_extra, test_extra: the held-out rows of the sources added last (docs/training.md)")
     p.add_argument("--data", default=Path("data/splits"), type=Path,
                    help="folder written by `python -m model.training.data`")
     p.add_argument("--limit", type=int, default=None, help="at most N sentences per domain")
