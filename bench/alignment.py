@@ -44,7 +44,7 @@ from model.text.align import WORD, Rule, Word, links, scores, source_words, targ
 from model.training.data import read_split
 
 ROOT = Path(__file__).resolve().parents[1]
-TEST_SPLIT = Path("/work/data/all/splits/test.tsv")
+TEST_SPLIT = ROOT / "data" / "splits" / "test.tsv"
 APERTIUM = Path("/usr/share/apertium/apertium-eng-spa")
 ENG_TAGGED = (f"lt-proc {APERTIUM}/eng-spa.automorf.bin | apertium-tagger -g -p {APERTIUM}/eng-spa.prob")
 ENG_BILINGUAL = f"apertium-pretransfer | lt-proc -b {APERTIUM}/eng-spa.autobil.bin"

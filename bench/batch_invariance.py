@@ -1,6 +1,6 @@
 """Does a translation depend on what shares its batch? The shipped model, alone against batched.
 
-    python -m bench.batch_invariance [--weights weights/es-en-multidomain] [--data data/all/splits]
+    python -m bench.batch_invariance [--weights weights/es-en-multidomain] [--data data/splits]
                                      [--sentences 1000] [--threads 2]
 
 Decodes the same test sentences (half es->en, half en->es, every domain) greedily four ways: each
@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.batch_invariance", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--weights", type=Path, default=ROOT / "weights" / "es-en-multidomain")
-    parser.add_argument("--data", type=Path, default=ROOT / "data" / "all" / "splits")
+    parser.add_argument("--data", type=Path, default=ROOT / "data" / "splits")
     parser.add_argument("--sentences", type=int, default=1000)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--engine", choices=("c", "torch"), default="c",

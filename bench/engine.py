@@ -39,7 +39,7 @@ from model.training.data import read_split
 from model.training.export import ctranslate2_options, export_ctranslate2, vocabulary_of
 
 ROOT = Path(__file__).resolve().parents[1]
-TEST_SPLIT = ROOT / "data" / "all" / "splits" / "test.tsv"
+TEST_SPLIT = ROOT / "data" / "splits" / "test.tsv"
 EXPORTS = ROOT / "runs" / "ct2"
 TARGET_RATIO, TARGET_IDENTICAL = 1.2, 0.95  # our seconds / CTranslate2's, every ratio below; greedy agreement
 RATIOS = ("ratio_batch32_greedy", "ratio_batch1_greedy_int8", "ratio_batch32_greedy_int8", "ratio_batch32_beam4_int8")

@@ -1,6 +1,6 @@
 """Glossary terms through the real app: how often they come out as asked, and what they cost in BLEU.
 
-    python -m bench.glossary [--data data/all] [--weights-dir weights] [--per-domain 150]
+    python -m bench.glossary [--data data] [--weights-dir weights] [--per-domain 150]
 
 Sentences: test-split pairs of 3-40 words a side, the first --per-domain of each domain in file order.
 Terms come from the reference, found with Apertium's dictionaries (as in bench/alignment.py): the
@@ -244,7 +244,7 @@ def print_table(report: dict) -> None:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench.glossary", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", type=Path, default=Path("data/all"), help="dataset folder holding splits/test.tsv")
+    p.add_argument("--data", type=Path, default=Path("data"), help="dataset folder holding splits/test.tsv")
     p.add_argument("--weights-dir", type=Path, default=ROOT / "weights")
     p.add_argument("--per-domain", type=int, default=150)
     return p

@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.guards", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--weights", type=Path, default=Path("weights/es-en-multidomain"))
-    p.add_argument("--data", type=Path, default=Path("data/all/splits"))
+    p.add_argument("--data", type=Path, default=Path("data/splits"))
     p.add_argument("--limit", type=int, default=200, help="dev sentences per domain")
     args = p.parse_args(argv)
     loaded = load(args.weights)

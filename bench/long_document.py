@@ -1,6 +1,6 @@
 """A help page of ~2,000 characters, end to end, against `python -m app` on 127.0.0.1.
 
-    python -m bench.long_document [--data data/all] [--chars 2000] [--repeats 3]
+    python -m bench.long_document [--data data] [--chars 2000] [--repeats 3]
 
 The page is built from consecutive documentation paragraphs of the reproducible test split
 (prose rows of gimp-help and debian-reference, which the model never trained on), as HTML (one
@@ -61,7 +61,7 @@ def timed_post(client: httpx.Client, url: str, body: dict, repeats: int) -> tupl
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.long_document", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", type=Path, default=ROOT / "data" / "all",
+    p.add_argument("--data", type=Path, default=ROOT / "data",
                    help="folder written by `python -m model.training.data`")
     p.add_argument("--weights", type=Path, default=ROOT / "weights")
     p.add_argument("--chars", type=int, default=2000)

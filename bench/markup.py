@@ -1,6 +1,6 @@
 """Markup transfer on real manual paragraphs: our `format: "html"` against Apertium's HTML mode.
 
-    python -m bench.markup [--data data/all] [--limit 200] [--per-request 16] [--weights weights]
+    python -m bench.markup [--data data] [--limit 200] [--per-request 16] [--weights weights]
 
 Paragraphs: the <p>, <li>, <td> and <dt> blocks of the GIMP manual and the Debian Reference (the
 two editions of each page, as unpacked by `python -m model.training.data` under DATA/unpacked/), paired the
@@ -479,7 +479,7 @@ def apertium_versions() -> dict[str, str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=ROOT / "data" / "all",
+    parser.add_argument("--data", type=Path, default=ROOT / "data",
                         help="what `python -m model.training.data` wrote: unpacked/ and splits/")
     parser.add_argument("--limit", type=int, default=200, help="paragraph pairs at most (spread evenly)")
     parser.add_argument("--per-request", type=int, default=16, help="paragraphs per POST /translate")

@@ -31,7 +31,7 @@ from model.training.data import SplitRow, read_split
 from model.training.evaluate import HEADLINE_SOURCE, STRATEGIES, directions_of, limit_per_domain, score, translate_texts
 
 ROOT = Path(__file__).resolve().parents[1]
-TEST_SPLIT = ROOT / "data" / "all" / "splits" / "test.tsv"
+TEST_SPLIT = ROOT / "data" / "splits" / "test.tsv"
 APERTIUM_PAIRS = {"es-en": "spa-eng", "en-es": "eng-spa"}
 HEADLINE = "tatoeba"  # the rows whose source is Tatoeba, across domains
 

@@ -35,7 +35,7 @@ from bench.serve import Send, Work, environment, send_load, server, translate_re
 from model.training.data import read_split
 
 ROOT = Path(__file__).resolve().parents[1]
-TEST_SPLIT = ROOT / "data" / "all" / "splits" / "test.tsv"
+TEST_SPLIT = ROOT / "data" / "splits" / "test.tsv"
 CLIENTS = (1, 8, 32)
 APY_MODES = Path("/usr/share/apertium/modes")
 APY_PAIRS = {("es", "en"): "spa|eng", ("en", "es"): "eng|spa"}
