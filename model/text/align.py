@@ -6,7 +6,7 @@ tokens paid to the source word's tokens, summed over the source word and average
 word's tokens, in one decoder layer averaged over a set of heads. Each target word links to its
 best-scoring source word. Which layer, heads and step give the best links was measured against
 silver links from Apertium's bilingual dictionary (`python -m bench.alignment`); `BEST` holds the
-choice kept, and the README the figures.
+choice kept, and docs/benchmarks.md the figures.
 
 `shift` picks the step whose attention is read: 0 is the step that produced the token (the query
 is the token before it), 1 the step after (the query is the token itself).

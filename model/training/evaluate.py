@@ -137,7 +137,7 @@ def split_check(split_file: Path, split: str, card: dict) -> dict:
         check["note"] = f"the card records no {split} split sha256: these scores cannot be tied to its data"
     elif digest != recorded:
         check["note"] = (f"{split_file} has sha256 {digest[:12]}…, the card's {split} split {recorded[:12]}…: "
-                         "not the split the card describes; rebuild it with the README's data command "
+                         "not the split the card describes; rebuild it with the data command of docs/training.md "
                          "(model.training.data says why it differs)")
     return check
 
