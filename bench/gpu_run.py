@@ -299,7 +299,7 @@ class Run:
         started = time.monotonic()
         a = self.args
         export = self.work / "weights" / a.name
-        later = ["test", "bench", "serve", "final"]
+        later = [p for p in ("test", "bench", "serve") if p in a.phases] + ["final"]  # only what will run
         if a.tiny:
             train_min = a.train_min or 1.0
             timeout = min(180.0, self.left() - sum(LEAST[p] for p in later))
@@ -315,7 +315,8 @@ class Run:
         if a.tiny:
             cmd += TINY_TRAIN
         else:
-            cmd += ["--eval-every-minutes", str(round(max(1.0, train_min / 3), 2)), "--dev-limit", "200",
+            # At least two dev evaluations even in a short run, so that an improved model is exported.
+            cmd += ["--eval-every-minutes", str(round(max(0.25, train_min / 3), 2)), "--dev-limit", "200",
                     "--eval-batch-size", "256", "--domain-weights", a.domain_weights]
             if a.from_scratch:
                 vocabulary = ["--vocab-size", a.vocab] if a.vocab else ["--tokenizer", str(SHIPPED / "tokenizer.json")]
