@@ -71,7 +71,7 @@ def reach(module: str, parents: bool = True) -> frozenset[str]:
             if name not in seen:
                 seen.add(name)
                 todo.append(name)
-    return frozenset(seen - {module})
+    return frozenset(seen)  # `module` itself only when an import cycle leads back to it
 
 
 def within(module: str, prefix: str) -> bool:

@@ -142,7 +142,8 @@ def test_beam_returns_ranked_distinct_alternatives(trained, sources):
 
 
 def test_cache_reorder_moves_rows(trained):
-    cache = KVCache(TorchBackend(trained), batch=3, max_len=4)
+    backend = TorchBackend(trained)
+    cache = KVCache(trained.cfg, 3, 4, backend.device, backend.dtype, backend.gather_rows)
     k = torch.arange(3.0).view(3, 1, 1, 1).expand(3, 4, 1, 8)
     cache.append_self(0, k, k)
     cache.advance()

@@ -43,7 +43,7 @@ def test_the_float_engine_computes_what_pytorch_computes():
                 torch.testing.assert_close(got_w[layer][row, :, :n, :n], want_w[layer][row, :, :n, :n],
                                            atol=2e-6, rtol=0)
         # Three cached steps with every attention weight asked for.
-        caches = [KVCache(b, 3, 8) for b in (reference, fast)]
+        caches = [KVCache(b.config, 3, 8, b.device, b.dtype, b.gather_rows) for b in (reference, fast)]
         for backend, cache in zip((reference, fast), caches):
             for layer, kv in enumerate(backend.cross_kv(want)):
                 cache.set_cross(layer, *kv)
@@ -160,7 +160,7 @@ def test_out_of_range_ids_and_positions_are_refused_not_read(trained):
         with pytest.raises(ValueError):
             fast.encode(torch.full((1, trained.cfg.max_len + 1), 5))
         encoded = fast.encode(torch.tensor([[5, 6, SPECIAL.eos]]))
-        cache = KVCache(fast, 1, 4)
+        cache = KVCache(fast.config, 1, 4, fast.device, fast.dtype, fast.gather_rows)
         for layer, kv in enumerate(fast.cross_kv(encoded.memory)):
             cache.set_cross(layer, *kv)
         with pytest.raises(ValueError):  # the cache holds positions 0..3

@@ -109,7 +109,8 @@ class _Beams:
         encoded = backend.encode(src)
         self.src_mask = encoded.source_mask.repeat_interleave(k, dim=0)
         rows = self.src_mask.size(0)
-        self.cache = KVCache(backend, rows, opts.max_new_tokens + 1)
+        self.cache = KVCache(backend.config, rows, opts.max_new_tokens + 1, backend.device, backend.dtype,
+                             backend.gather_rows)
         # Each source's cross-attention keys/values computed once and copied to its beams, not k times.
         for layer, kv in enumerate(backend.cross_kv(encoded.memory)):
             self.cache.set_cross(layer, *(t.repeat_interleave(k, dim=0) if k > 1 else t for t in kv))
@@ -175,7 +176,8 @@ def beam_search(backend: Backend, src: torch.Tensor, opts: DecodeOptions,
                                                logp if t >= len(opts.prefix) else _only(logp, opts.prefix[t]), k)
         still_open, rows, tokens, new_scores = [], [], [], []
         for p, (s, s_scores, s_idx) in enumerate(zip(sentences, top_scores.tolist(), top_idx.tolist())):
-            chosen = _expand(p, s_scores, s_idx, run, t, current, rec, done[s], src_lens[s])
+            chosen = _expand(p, s_scores, s_idx, beams=run, t=t, current=current, rec=rec, finished=done[s],
+                             src_len=src_lens[s])
             if len(done[s]) >= k or not chosen:
                 continue
             still_open.append(s)
@@ -233,7 +235,7 @@ def _only(logp: torch.Tensor, token: int) -> torch.Tensor:
     return forced
 
 
-def _expand(p: int, s_scores: list[float], s_idx: list[int], beams: _Beams, t: int, current: dict,
+def _expand(p: int, s_scores: list[float], s_idx: list[int], *, beams: _Beams, t: int, current: dict,
             rec: _StepRecorder, finished: list[_Finished], src_len: int) -> list[tuple[int, int, float]]:
     """Turn the best 2k candidates of the sentence at batch position p into its k live beams,
     finishing those that end; returns the (row, token, score) of the beams that go on.

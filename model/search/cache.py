@@ -6,15 +6,12 @@ the running batch, whose rows each stand at their own. Both implement `model.tra
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 
 from model.transformer import TransformerConfig
-
-if TYPE_CHECKING:
-    from model.search.backend import Backend
 
 GROW = 32  # cache positions added at a time when the longest row outgrows the buffer
 
@@ -26,14 +23,15 @@ class KVCache:
     so no step reallocates; cross-attention K/V are computed once per source and reused.
     """
 
-    def __init__(self, backend: Backend, batch: int, max_len: int):
-        cfg = backend.config
+    def __init__(self, cfg: TransformerConfig, batch: int, max_len: int, device: torch.device, dtype: torch.dtype,
+                 gather: Callable[[torch.Tensor, torch.Tensor, int, torch.Tensor | None], torch.Tensor]):
+        """`gather`: the backend's `gather_rows`, which a reorder uses."""
         shape = (cfg.decoder_layers, batch, cfg.n_heads, max_len, cfg.head_dim)
-        self.k = torch.empty(shape, device=backend.device, dtype=backend.dtype)
-        self.v = torch.empty(shape, device=backend.device, dtype=backend.dtype)
+        self.k = torch.empty(shape, device=device, dtype=dtype)
+        self.v = torch.empty(shape, device=device, dtype=dtype)
         self.length = 0
         # A reorder copies into the buffers the one before left behind (no new pages per step).
-        self._gather = backend.gather_rows
+        self._gather = gather
         self._spare: tuple[torch.Tensor | None, torch.Tensor | None] = (None, None)
         self._cross: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * cfg.decoder_layers
 
