@@ -21,6 +21,28 @@ from model.search.options import DecodeOptions, SpecialIds
 from model.search.records import Hypothesis, Step, length_normalised, top_tokens
 
 
+@dataclass
+class _Offered:
+    """What the step that just ran offers every row (R rows), before its tokens are chosen."""
+
+    logp: torch.Tensor  # (R, V) log-probabilities, forbidden tokens at -inf
+    cross: dict[int, torch.Tensor]  # layer -> (R, H, S)
+    own: dict[int, torch.Tensor]  # layer -> (R, H, t+1): decoder self-attention
+    top_p: torch.Tensor | None = None  # (R, top_k) probabilities of each row's best tokens
+    top_i: torch.Tensor | None = None  # (R, top_k) their ids
+
+
+@dataclass
+class _LastStep:
+    """One row's numbers of the step a hypothesis ends with (never pushed, so its (R, V) tensors are not held)."""
+
+    id: int
+    logp: float
+    top: tuple[torch.Tensor, torch.Tensor] | None  # (ids, probabilities), when top-k is asked for
+    cross: dict[int, torch.Tensor]  # layer -> (H, S)
+    own: dict[int, torch.Tensor]  # layer -> (H, t+1)
+
+
 class _StepRecorder:
     """Per-row history of what each step produced, kept until a hypothesis is final.
 
@@ -41,25 +63,25 @@ class _StepRecorder:
         self.self_attn: list[dict[int, torch.Tensor]] = []  # layer -> (R, H, t+1)
 
     @staticmethod
-    def current(logp: torch.Tensor, out: StepOutput, opts: DecodeOptions) -> dict:
+    def current(logp: torch.Tensor, out: StepOutput, opts: DecodeOptions) -> _Offered:
         """What the step that just ran offers every row, before a token is chosen."""
-        rec = {"logp_all": logp, "cross": out.cross_attention, "self": out.self_attention}  # (R, H, S), (R, H, t+1)
+        offered = _Offered(logp, out.cross_attention, out.self_attention)
         if opts.top_k:
-            top_lp, top_i = logp.topk(opts.top_k, dim=-1)
-            rec["top_p"], rec["top_i"] = top_lp.exp(), top_i
-        return rec
+            top_lp, offered.top_i = logp.topk(opts.top_k, dim=-1)
+            offered.top_p = top_lp.exp()
+        return offered
 
-    def push(self, rec: dict, rows: torch.Tensor, tokens: torch.Tensor, parents: list[int]) -> None:
+    def push(self, offered: _Offered, rows: torch.Tensor, tokens: torch.Tensor, parents: list[int]) -> None:
         """Append the chosen `tokens` for new rows taken from `rows` of the current step: new row i
         continues the history of row parents[i]."""
         self.ids.append(tokens.tolist())
-        self.logp.append(rec["logp_all"][rows, tokens].tolist())
+        self.logp.append(offered.logp[rows, tokens].tolist())
         self.parents.append(parents)
         if self.opts.top_k:
-            self.top_p.append(rec["top_p"][rows])
-            self.top_i.append(rec["top_i"][rows])
-        self.cross.append({l: w[rows] for l, w in rec["cross"].items()})
-        self.self_attn.append({l: w[rows] for l, w in rec["self"].items()})
+            self.top_p.append(offered.top_p[rows])
+            self.top_i.append(offered.top_i[rows])
+        self.cross.append({l: w[rows] for l, w in offered.cross.items()})
+        self.self_attn.append({l: w[rows] for l, w in offered.own.items()})
 
     def rows_of(self, row: int, n: int) -> list[int]:
         """The row that holds step t of the hypothesis in `row` (current numbering), for t < n."""
@@ -70,23 +92,21 @@ class _StepRecorder:
         return path
 
     @staticmethod
-    def last_step(rec: dict, row: int, token: int) -> dict:
-        """What a hypothesis that ends at this step keeps of it (this step is never pushed): one row's
-        numbers, so the step's (R, V) tensors are not held."""
-        return {"id": token, "logp": float(rec["logp_all"][row, token]),
-                "top": (rec["top_i"][row], rec["top_p"][row]) if "top_i" in rec else None,
-                "cross": {l: w[row] for l, w in rec["cross"].items()},
-                "self": {l: w[row] for l, w in rec["self"].items()}}
+    def last_step(offered: _Offered, row: int, token: int) -> _LastStep:
+        """What a hypothesis that ends at this step keeps of it."""
+        return _LastStep(id=token, logp=float(offered.logp[row, token]),
+                         top=(offered.top_i[row], offered.top_p[row]) if offered.top_i is not None else None,
+                         cross={l: w[row] for l, w in offered.cross.items()},
+                         own={l: w[row] for l, w in offered.own.items()})
 
     def hypothesis(self, path: list[int], src_len: int, score: float, finished: bool,
-                   last: dict | None = None) -> Hypothesis:
+                   last: _LastStep | None = None) -> Hypothesis:
         """The hypothesis whose step t is in row path[t], plus the `last_step` it ended with (if it did)."""
         steps = [self._step(t, r, src_len) for t, r in enumerate(path)]
         if last is not None:
-            top = _tops(*last["top"]) if last["top"] is not None else []
-            steps.append(Step(id=last["id"], probability=math.exp(last["logp"]), top=top,
-                              cross_attention={l: w[:, :src_len].tolist() for l, w in last["cross"].items()},
-                              self_attention={l: w.tolist() for l, w in last["self"].items()},
+            steps.append(Step(id=last.id, probability=math.exp(last.logp), top=_tops(*last.top) if last.top else [],
+                              cross_attention={l: w[:, :src_len].tolist() for l, w in last.cross.items()},
+                              self_attention={l: w.tolist() for l, w in last.own.items()},
                               forced=len(path) < len(self.opts.prefix)))
         return Hypothesis([step.id for step in steps], steps, score, finished)
 
@@ -235,7 +255,7 @@ def _only(logp: torch.Tensor, token: int) -> torch.Tensor:
     return forced
 
 
-def _expand(p: int, s_scores: list[float], s_idx: list[int], *, beams: _Beams, t: int, current: dict,
+def _expand(p: int, s_scores: list[float], s_idx: list[int], *, beams: _Beams, t: int, current: _Offered,
             rec: _StepRecorder, finished: list[_Finished], src_len: int) -> list[tuple[int, int, float]]:
     """Turn the best 2k candidates of the sentence at batch position p into its k live beams,
     finishing those that end; returns the (row, token, score) of the beams that go on.
