@@ -23,7 +23,9 @@ from model.quantize import int8_weight
 from model.transformer import Transformer, check_positions, padding_mask
 
 MAX_LAYERS = 16
-ABI = 6
+ABI = 7
+# Kernel families of the linear layers (engine.c), by the names TRANSLATE_ENGINE_KERNELS takes.
+KERNELS = {"avx2": 0, "avx512": 1}
 c_float_p, c_int8_p, c_int64_p = (
     ctypes.POINTER(ctypes.c_float), ctypes.POINTER(ctypes.c_int8), ctypes.POINTER(ctypes.c_int64))
 
@@ -32,7 +34,8 @@ c_float_p, c_int8_p, c_int64_p = (
 
 
 class _Linear(ctypes.Structure):
-    _fields_ = [("n", ctypes.c_int64), ("k", ctypes.c_int64), ("int8", ctypes.c_int64), ("wf", c_float_p),
+    _fields_ = [("n", ctypes.c_int64), ("k", ctypes.c_int64), ("int8", ctypes.c_int64), ("kernels", ctypes.c_int64),
+                ("wf", c_float_p),
                 ("wq", c_int8_p), ("scale", c_float_p), ("offset", ctypes.POINTER(ctypes.c_int32)), ("bias", c_float_p)]
 
 
@@ -83,7 +86,7 @@ def library() -> ctypes.CDLL:
         lib = ctypes.CDLL(str(build()))
         if lib.engine_abi() != ABI:
             raise EngineUnavailable("a stale engine library: its ABI differs from model/engine/binding.py")
-        if not lib.engine_cpu_supported():
+        if not lib.engine_kernels_supported(KERNELS["avx2"]):
             raise EngineUnavailable("this CPU lacks AVX2 or FMA")
     except (EngineUnavailable, OSError) as exc:
         _failure = str(exc)
@@ -101,6 +104,7 @@ def library() -> ctypes.CDLL:
     lib.engine_gather_rows.argtypes = [c_float_p, c_float_p, c_int64_p] + [ctypes.c_int64] * 9
     lib.engine_topk.argtypes = [c_float_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, c_float_p,
                                 c_int64_p, ctypes.c_int64]
+    lib.engine_kernels_supported.argtypes = [ctypes.c_int64]
     lib.engine_linear.argtypes = [ctypes.POINTER(_Linear), c_float_p, ctypes.c_int64, c_float_p, ctypes.c_int64]
     _library = lib
     return lib
@@ -116,6 +120,25 @@ def available() -> bool:
 
 def why_unavailable() -> str | None:
     return None if available() else _failure
+
+
+def kernels_here() -> list[str]:
+    """The kernel families this CPU can run, the engine's floor (avx2) first."""
+    return [name for name, family in KERNELS.items() if library().engine_kernels_supported(family)]
+
+
+def chosen_kernels(asked: str | None = None) -> str:
+    """The family an engine runs: `asked`, else TRANSLATE_ENGINE_KERNELS, else the best this CPU has.
+    Asking for a family the CPU lacks is an error, not a silent fallback: a forced family is a test's."""
+    asked = asked or os.environ.get("TRANSLATE_ENGINE_KERNELS") or "auto"
+    here = kernels_here()
+    if asked == "auto":
+        return here[-1]
+    if asked not in KERNELS:
+        raise ValueError(f"unknown engine kernels {asked!r}: auto, {', '.join(KERNELS)}")
+    if asked not in here:
+        raise EngineUnavailable(f"this CPU cannot run the {asked} kernels (it has {', '.join(here)})")
+    return asked
 
 
 # --- threads ---------------------------------------------------------------------------------
@@ -149,7 +172,7 @@ class Engine:
     otherwise. The embedding lookup always reads the float32 matrix.
     """
 
-    def __init__(self, model: Transformer, int8: bool):
+    def __init__(self, model: Transformer, int8: bool, kernels: str | None = None):
         cfg = model.cfg
         if not cfg.norm_first:
             raise EngineUnavailable("the engine runs pre-norm models only")
@@ -158,7 +181,7 @@ class Engine:
         if cfg.d_model % 16 or cfg.d_ff % 16 or cfg.head_dim % 8:
             raise EngineUnavailable("the engine needs d_model and d_ff divisible by 16, head_dim by 8")
         self.lib = library()
-        self.cfg, self.int8 = cfg, int8
+        self.cfg, self.int8, self.kernels = cfg, int8, chosen_kernels(kernels)
         self._keep: list[torch.Tensor] = []  # every tensor the C structures point into
         with torch.no_grad():
             self.struct = self._model_struct(model)
@@ -172,16 +195,17 @@ class Engine:
     def _linear(self, weight: torch.Tensor, bias: torch.Tensor | None) -> _Linear:
         n, k = weight.shape
         w = weight.float()
-        spec = _Linear(n=n, k=k, int8=int(self.int8), bias=_ptr(self._hold(bias.float())) if bias is not None else None)
+        spec = _Linear(n=n, k=k, int8=int(self.int8), kernels=KERNELS[self.kernels],
+                       bias=_ptr(self._hold(bias.float())) if bias is not None else None)
         if self.int8:
             q, scale = int8_weight(w)
-            spec.wq = _ptr(self._hold(q.view(n // 8, 8, k // 4, 4).permute(0, 2, 1, 3)), c_int8_p)
+            spec.wq = _ptr(self._hold(q.view(n // 16, 16, k // 4, 4).permute(0, 2, 1, 3)), c_int8_p)
             spec.scale = _ptr(self._hold(scale))
-            # A single row's inputs go in as q + 64 (model/engine/engine.c): 64 times each column's sum is
-            # taken back off.
+            # Inputs that go in as q + 64 (a single row's on AVX2, all on AVX-512; model/engine/engine.c): 64
+            # times each column's sum is taken back off.
             spec.offset = _ptr(self._hold(64 * q.sum(dim=1, dtype=torch.int32)), ctypes.POINTER(ctypes.c_int32))
         else:
-            spec.wf = _ptr(self._hold(w.view(n // 8, 8, k).transpose(1, 2)))
+            spec.wf = _ptr(self._hold(w.view(n // 16, 16, k).transpose(1, 2)))
         return spec
 
     def _of(self, linear) -> _Linear:

@@ -1,4 +1,5 @@
-/* The Transformer's inference forward pass for x86-64 CPUs with AVX2 and FMA, driven by model/engine.py.
+/* The Transformer's inference forward pass for x86-64 CPUs with AVX2 and FMA, driven by
+   model/engine/binding.py.
 
    Why C: at the batch sizes a translation server decodes, a PyTorch step spends most of its time
    between operators (bench.profile: 53% of an int8 batch-1 step outside any kernel). Here one call
@@ -7,18 +8,30 @@
    Every number of a row is computed from that row alone, in an order that does not depend on the
    batch: each linear output is one accumulation over k in a fixed order, each attention row reads
    only its own keys, so a sentence gives the same bits alone and among strangers. The file is
-   built with fixed flags (-mavx2 -mfma, no -march=native, no -ffast-math), so an AVX-512 CPU runs
-   the same instructions as an AVX2-only one and gives the same results.
+   built with fixed flags (-mavx2 -mfma, no -march=native, no -ffast-math), so results do not depend
+   on the compiler's guess about the CPU.
 
-   Linear layers come in two kinds:
-   - float32: weights packed as [n/8][k][8], eight output columns per AVX register, one FMA each.
-   - int8: weights quantised per output column (w = scale * q, |q| <= 127), packed [n/8][k/4][8][4];
+   Linear layers, where the time goes, have two kernel families, chosen per model at run time
+   (binding.py: the best the CPU has, or TRANSLATE_ENGINE_KERNELS): AVX2_FMA for every CPU the engine
+   runs on, AVX512_VNNI (functions compiled for AVX-512 through target attributes) where cpuid shows
+   AVX-512 F/BW/VL and VNNI. Both give the same bits: see each kind below. Everything else (norms,
+   attention, softmax) has one AVX2 version, so it is the same code whichever family runs.
+
+   Weights are packed per pair of 8-column blocks, 16 output columns side by side:
+   - float32: [n/16][k][16]. Each output column is one chain of FMAs over k in order, 8 or 16
+     columns per register: the same roundings in either family.
+   - int8: weights quantised per output column (w = scale * q, |q| <= 127), packed [n/16][k/4][16][4];
      each input row is quantised on its own onto 7 bits, x = s * q with |q| <= 63 (the input grid of
-     PyTorch's own int8 path, fbgemm's reduce_range). maddubs multiplies unsigned by signed bytes, so
-     |q| goes in unsigned and q's sign moves onto the weight (sign_epi8). A product is at most
-     63 * 127, so two maddubs results (four products) still fit int16 and are added before the one
-     widening multiply (madd): the AMD EPYC (Zen 3) measured issues these multiplies on one port, and
-     this scheme needs three per 64 products instead of four. The int32 sums are exact.
+     PyTorch's own int8 path, fbgemm's reduce_range). The int32 sums are exact in both families, so
+     the order they add in does not matter:
+     AVX2: maddubs multiplies unsigned by signed bytes, so |q| goes in unsigned and q's sign moves
+     onto the weight (sign_epi8). A product is at most 63 * 127, so two maddubs results (four
+     products) still fit int16 and are added before the one widening multiply (madd): the AMD EPYC
+     (Zen 3) measured issues these multiplies on one port, and this scheme needs three per 64
+     products instead of four.
+     AVX-512 VNNI: vpdpbusd adds four u8 x s8 products straight into int32, one instruction per 64
+     products; the inputs go in as q + 64 (in [1, 127]) and 64 times each column's sum of q is taken
+     back off.
    Shape legend as in model/transformer.py: R rows, S source length, D d_model, H heads, E head dim. */
 
 #include <immintrin.h>
@@ -31,8 +44,9 @@
 typedef struct {
     int64_t n, k;          /* output and input features; n % 16 == 0, k % 8 == 0 */
     int64_t int8;          /* 1: wq and scale are used, 0: wf */
-    const float *wf;       /* float32 packed [n/8][k][8] */
-    const int8_t *wq;      /* int8 packed [n/8][k/4][8][4] */
+    int64_t kernels;       /* the kernel family that multiplies it: AVX2_FMA or AVX512_VNNI */
+    const float *wf;       /* float32 packed [n/16][k][16] */
+    const int8_t *wq;      /* int8 packed [n/16][k/4][16][4] */
     const float *scale;    /* int8: per output column */
     const int32_t *offset; /* int8: per output column, 64 * (sum over k of q), for single rows */
     const float *bias;     /* per output column, or NULL */
@@ -64,11 +78,19 @@ typedef struct {
 /* A strided (R, H, T, E) view of keys or values: element (r, h, t, e) is at base[r*sr + h*sh + t*st + e]. */
 typedef struct { float *base; int64_t sr, sh, st; } Heads;
 
-int engine_abi(void) { return 6; }
+int engine_abi(void) { return 7; }
 
-int engine_cpu_supported(void) {
+enum { AVX2_FMA = 0, AVX512_VNNI = 1 };  /* Linear.kernels */
+
+/* Can this CPU run the kernel family? AVX2_FMA is the engine's floor. */
+int engine_kernels_supported(int64_t family) {
     __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    const int avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    if (family == AVX2_FMA) return avx2;
+    if (family == AVX512_VNNI)
+        return avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+               __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni");
+    return 0;
 }
 
 /* --- small vector helpers (fixed summation order) ------------------------------------------- */
@@ -143,10 +165,10 @@ static inline void epilogue(float *y, __m256 v, const float *bias, int mode) {
     static void float_tile_##MR(const Linear *L, const float *x, int64_t m0, int64_t nb, float *y, \
                                 int64_t ldy, int mode) {                                          \
         const int64_t k = L->k;                                                                    \
-        const float *w0 = L->wf + nb * k * 8, *w1 = w0 + k * 8;                                     \
+        const float *w = L->wf + nb * k * 8;                                                       \
         ROWS##MR(ROW_ZERO)                                                                         \
         for (int64_t i = 0; i < k; i++) {                                                          \
-            __m256 a = _mm256_loadu_ps(w0 + i * 8), b = _mm256_loadu_ps(w1 + i * 8);               \
+            __m256 a = _mm256_loadu_ps(w + i * 16), b = _mm256_loadu_ps(w + i * 16 + 8);           \
             ROWS##MR(ROW_FMA)                                                                      \
         }                                                                                          \
         const float *bias = L->bias ? L->bias + nb * 8 : NULL;                                    \
@@ -190,13 +212,14 @@ static inline __m256i broadcast4(const int8_t *p) {
 static void int8_tile_2(const Linear *L, const int8_t *xq, const float *xs, int64_t m0, int64_t nb,
                         float *y, int64_t ldy, int mode, const int8_t *ahead) {
     const int64_t k = L->k;
-    const int8_t *wa = L->wq + nb * k * 8, *wb = wa + k * 8, *r0 = xq + m0 * k, *r1 = r0 + k;
+    const int8_t *w = L->wq + nb * k * 8, *r0 = xq + m0 * k, *r1 = r0 + k;
     const __m256i ones = _mm256_set1_epi16(1);
     __m256i a00 = _mm256_setzero_si256(), a01 = a00, a10 = a00, a11 = a00;
     for (int64_t i = 0; i < k; i += 8) {
         if (ahead) PREFETCH2(ahead + i * 16);
-        __m256i wa0 = _mm256_loadu_si256((const __m256i *)(wa + i * 8)), wa1 = _mm256_loadu_si256((const __m256i *)(wa + i * 8 + 32));
-        __m256i wb0 = _mm256_loadu_si256((const __m256i *)(wb + i * 8)), wb1 = _mm256_loadu_si256((const __m256i *)(wb + i * 8 + 32));
+        /* inputs i..i+3 then i+4..i+7, each 64 bytes: block nb's 8 columns, then block nb + 1's */
+        __m256i wa0 = _mm256_loadu_si256((const __m256i *)(w + i * 16)), wb0 = _mm256_loadu_si256((const __m256i *)(w + i * 16 + 32));
+        __m256i wa1 = _mm256_loadu_si256((const __m256i *)(w + i * 16 + 64)), wb1 = _mm256_loadu_si256((const __m256i *)(w + i * 16 + 96));
         __m256i x0 = broadcast4(r0 + i), x1 = broadcast4(r0 + i + 4), m0 = _mm256_abs_epi8(x0), m1 = _mm256_abs_epi8(x1);
         DOT8(a00, x0, m0, x1, m1, wa0, wa1);
         DOT8(a01, x0, m0, x1, m1, wb0, wb1);
@@ -215,14 +238,14 @@ static void int8_tile_2(const Linear *L, const int8_t *xq, const float *xs, int6
 static void int8_tile_1(const Linear *L, const int8_t *xq, const float *xs, int64_t m0, int64_t nb,
                         float *y, int64_t ldy, int mode, const int8_t *ahead) {
     const int64_t k = L->k;
-    const int8_t *wa = L->wq + nb * k * 8, *wb = wa + k * 8, *r0 = xq + m0 * k;
+    const int8_t *w = L->wq + nb * k * 8, *r0 = xq + m0 * k;
     const __m256i ones = _mm256_set1_epi16(1), shift = _mm256_set1_epi8(64);
     __m256i a00 = _mm256_setzero_si256(), a01 = a00;
     for (int64_t i = 0; i < k; i += 4) {
         if (ahead) _mm_prefetch((const char *)(ahead + i * 16), _MM_HINT_T0);
         __m256i u = _mm256_add_epi8(broadcast4(r0 + i), shift);
-        a00 = _mm256_add_epi32(a00, _mm256_madd_epi16(_mm256_maddubs_epi16(u, _mm256_loadu_si256((const __m256i *)(wa + i * 8))), ones));
-        a01 = _mm256_add_epi32(a01, _mm256_madd_epi16(_mm256_maddubs_epi16(u, _mm256_loadu_si256((const __m256i *)(wb + i * 8))), ones));
+        a00 = _mm256_add_epi32(a00, _mm256_madd_epi16(_mm256_maddubs_epi16(u, _mm256_loadu_si256((const __m256i *)(w + i * 16))), ones));
+        a01 = _mm256_add_epi32(a01, _mm256_madd_epi16(_mm256_maddubs_epi16(u, _mm256_loadu_si256((const __m256i *)(w + i * 16 + 32))), ones));
     }
     a00 = _mm256_sub_epi32(a00, _mm256_loadu_si256((const __m256i *)(L->offset + nb * 8)));
     a01 = _mm256_sub_epi32(a01, _mm256_loadu_si256((const __m256i *)(L->offset + nb * 8 + 8)));
@@ -250,13 +273,121 @@ static void quantize_rows(const float *x, int64_t rows, int64_t k, int8_t *q, fl
     }
 }
 
+/* --- AVX512_VNNI kernels -------------------------------------------------------------------
+   One 16-column pair per 512-bit register; MR rows (up to 12) share each weight load. Per output
+   the arithmetic is that of the AVX2 kernels above (see the file's head), so the bits are too. */
+
+#define AVX512_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")))
+#define ROWS8(S) ROWS6(S) S(6) S(7)
+#define ROWS12(S) ROWS8(S) S(8) S(9) S(10) S(11)
+
+static inline AVX512_TARGET void epilogue16(float *y, __m512 v, const float *bias, int mode) {
+    if (bias) v = _mm512_add_ps(v, _mm512_loadu_ps(bias));
+    if (mode == RELU) v = _mm512_max_ps(v, _mm512_setzero_ps());
+    if (mode == ADD) v = _mm512_add_ps(v, _mm512_loadu_ps(y));
+    _mm512_storeu_ps(y, v);
+}
+
+#define F16_ZERO(r) __m512 c##r = _mm512_setzero_ps();
+#define F16_FMA(r) c##r = _mm512_fmadd_ps(_mm512_set1_ps(x[(m0 + r) * k + i]), w, c##r);
+#define F16_STORE(r) epilogue16(y + (m0 + r) * ldy + p * 16, c##r, bias, mode);
+#define FLOAT16_TILE(MR)                                                                           \
+    static AVX512_TARGET void float16_tile_##MR(const Linear *L, const float *x, int64_t m0, int64_t p,  \
+                                                float *y, int64_t ldy, int mode) {                 \
+        const int64_t k = L->k;                                                                    \
+        const float *wp = L->wf + p * 16 * k;                                                      \
+        ROWS##MR(F16_ZERO)                                                                         \
+        for (int64_t i = 0; i < k; i++) {                                                          \
+            __m512 w = _mm512_loadu_ps(wp + i * 16);                                               \
+            ROWS##MR(F16_FMA)                                                                      \
+        }                                                                                          \
+        const float *bias = L->bias ? L->bias + p * 16 : NULL;                                    \
+        ROWS##MR(F16_STORE)                                                                        \
+    }
+FLOAT16_TILE(12)
+FLOAT16_TILE(8)
+FLOAT16_TILE(4)
+FLOAT16_TILE(2)
+FLOAT16_TILE(1)
+
+/* u holds each row's inputs as q + 64 (unsigned bytes); `ahead` (or NULL): weights to prefetch. */
+#define V_ZERO(r) __m512i a##r = _mm512_setzero_si512();
+#define V_DOT(r) a##r = _mm512_dpbusd_epi32(a##r, _mm512_set1_epi32(quad(u + (m0 + r) * k + i)), w);
+#define V_STORE(r) int8_store16(L, p, a##r, xs[m0 + r], y + (m0 + r) * ldy + p * 16, mode);
+#define INT8_VNNI_TILE(MR)                                                                         \
+    static AVX512_TARGET void int8_vnni_tile_##MR(const Linear *L, const uint8_t *u, const float *xs,   \
+                                                  int64_t m0, int64_t p, float *y, int64_t ldy, int mode, \
+                                                  const int8_t *ahead) {                           \
+        const int64_t k = L->k;                                                                    \
+        const int8_t *wp = L->wq + p * 16 * k;                                                     \
+        ROWS##MR(V_ZERO)                                                                           \
+        for (int64_t i = 0; i < k; i += 4) {                                                       \
+            if (ahead) _mm_prefetch((const char *)(ahead + i * 16), _MM_HINT_T0);                  \
+            __m512i w = _mm512_loadu_si512((const void *)(wp + i * 16));                           \
+            ROWS##MR(V_DOT)                                                                        \
+        }                                                                                          \
+        ROWS##MR(V_STORE)                                                                          \
+    }
+
+static inline int32_t quad(const uint8_t *p) {
+    int32_t four;
+    memcpy(&four, p, 4);
+    return four;
+}
+
+/* As int8_store: y = (acc - 64 * column sum) * column scale * row scale (+ bias), then `mode`. */
+static inline AVX512_TARGET void int8_store16(const Linear *L, int64_t p, __m512i acc, float row_scale, float *yr,
+                                              int mode) {
+    acc = _mm512_sub_epi32(acc, _mm512_loadu_si512((const void *)(L->offset + p * 16)));
+    __m512 v = _mm512_mul_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(acc), _mm512_loadu_ps(L->scale + p * 16)),
+                             _mm512_set1_ps(row_scale));
+    epilogue16(yr, v, L->bias ? L->bias + p * 16 : NULL, mode);
+}
+
+INT8_VNNI_TILE(12)
+INT8_VNNI_TILE(8)
+INT8_VNNI_TILE(4)
+INT8_VNNI_TILE(2)
+INT8_VNNI_TILE(1)
+
+/* Rows in tiles of 12, then 8, 4, 2, 1 against one column pair; the first tile prefetches. */
+static AVX512_TARGET void linear_avx512_pair(const Linear *L, const float *x, const uint8_t *u, const float *xs,
+                                             int64_t rows, int64_t p, float *y, int64_t ldy, int mode,
+                                             const int8_t *ahead) {
+    int64_t m = 0;
+    if (L->int8) {
+        for (; m + 12 <= rows; m += 12, ahead = NULL) int8_vnni_tile_12(L, u, xs, m, p, y, ldy, mode, ahead);
+        if (m + 8 <= rows) int8_vnni_tile_8(L, u, xs, m, p, y, ldy, mode, ahead), m += 8, ahead = NULL;
+        if (m + 4 <= rows) int8_vnni_tile_4(L, u, xs, m, p, y, ldy, mode, ahead), m += 4, ahead = NULL;
+        if (m + 2 <= rows) int8_vnni_tile_2(L, u, xs, m, p, y, ldy, mode, ahead), m += 2, ahead = NULL;
+        if (m < rows) int8_vnni_tile_1(L, u, xs, m, p, y, ldy, mode, ahead);
+        return;
+    }
+    for (; m + 12 <= rows; m += 12) float16_tile_12(L, x, m, p, y, ldy, mode);
+    if (m + 8 <= rows) float16_tile_8(L, x, m, p, y, ldy, mode), m += 8;
+    if (m + 4 <= rows) float16_tile_4(L, x, m, p, y, ldy, mode), m += 4;
+    if (m + 2 <= rows) float16_tile_2(L, x, m, p, y, ldy, mode), m += 2;
+    if (m < rows) float16_tile_1(L, x, m, p, y, ldy, mode);
+}
+
 /* y (rows, n) with row stride ldy = x (rows, k) W^T + b, then `mode`. Threads split the columns. */
 static void linear(const Linear *L, const float *x, int64_t rows, float *y, int64_t ldy, int mode, int threads) {
     const int64_t pairs = L->n / 16;
+    int8_t *xq = NULL;
+    float *xs = NULL;
     if (L->int8) {
-        int8_t *xq = malloc((size_t)(rows * L->k));
-        float *xs = malloc((size_t)rows * sizeof(float));
+        xq = malloc((size_t)(rows * L->k));
+        xs = malloc((size_t)rows * sizeof(float));
         quantize_rows(x, rows, L->k, xq, xs);
+    }
+    if (L->kernels == AVX512_VNNI) {
+        if (xq)
+            for (int64_t i = 0; i < rows * L->k; i++) xq[i] = (int8_t)(xq[i] + 64);  /* now q + 64: unsigned */
+#pragma omp parallel for schedule(static) num_threads(threads)
+        for (int64_t p = 0; p < pairs; p++)
+            linear_avx512_pair(L, x, (const uint8_t *)xq, xs, rows, p, y, ldy, mode,
+                               xq && p + PREFETCH_PAIRS < pairs ? L->wq + (p + PREFETCH_PAIRS) * 16 * L->k : NULL);
+    } else if (L->int8) {
 #pragma omp parallel for schedule(static) num_threads(threads)
         for (int64_t p = 0; p < pairs; p++) {
             const int8_t *ahead = p + PREFETCH_PAIRS < pairs ? L->wq + (p + PREFETCH_PAIRS) * 16 * L->k : NULL;
@@ -264,18 +395,18 @@ static void linear(const Linear *L, const float *x, int64_t rows, float *y, int6
             for (; m + 2 <= rows; m += 2, ahead = NULL) int8_tile_2(L, xq, xs, m, 2 * p, y, ldy, mode, ahead);
             for (; m < rows; m++, ahead = NULL) int8_tile_1(L, xq, xs, m, 2 * p, y, ldy, mode, ahead);
         }
-        free(xq);
-        free(xs);
-        return;
-    }
+    } else {
 #pragma omp parallel for schedule(static) num_threads(threads)
-    for (int64_t p = 0; p < pairs; p++) {
-        int64_t m = 0;
-        for (; m + 6 <= rows; m += 6) float_tile_6(L, x, m, 2 * p, y, ldy, mode);
-        if (m + 4 <= rows) float_tile_4(L, x, m, 2 * p, y, ldy, mode), m += 4;
-        if (m + 2 <= rows) float_tile_2(L, x, m, 2 * p, y, ldy, mode), m += 2;
-        if (m < rows) float_tile_1(L, x, m, 2 * p, y, ldy, mode);
+        for (int64_t p = 0; p < pairs; p++) {
+            int64_t m = 0;
+            for (; m + 6 <= rows; m += 6) float_tile_6(L, x, m, 2 * p, y, ldy, mode);
+            if (m + 4 <= rows) float_tile_4(L, x, m, 2 * p, y, ldy, mode), m += 4;
+            if (m + 2 <= rows) float_tile_2(L, x, m, 2 * p, y, ldy, mode), m += 2;
+            if (m < rows) float_tile_1(L, x, m, 2 * p, y, ldy, mode);
+        }
     }
+    free(xq);
+    free(xs);
 }
 
 /* e^x for 8 floats: Cephes' expf (range reduction by ln 2, degree-5 polynomial), within 2 ulp.
