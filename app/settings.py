@@ -61,8 +61,9 @@ class Settings(BaseSettings):
         "loop, which admits the texts they decode, comes first; 0 keeps them at the loop's priority."
     )
     batch_window_ms: float = Field(
-        10.0, ge=0, description="How long the first text of a batch waits for company (beam search; greedy too "
-        "without continuous batching)."
+        0.0, ge=0, description="How long the first text of a batch waits for company (beam search; greedy too "
+        "without continuous batching). 0: a text that finds a lane free starts at once, and a batch holds the "
+        "texts that arrived while the lanes were busy."
     )
     batch_quiet_ms: float = Field(
         2.0, ge=0, description="A batch leaves before its window closes once no text has arrived for this long."

@@ -44,8 +44,8 @@ async def make_batcher():
     made = []
 
     def make(run, **bounds) -> Batcher:
-        settings = {"window_s": 0.05, "max_items": 8, "max_tokens": 10_000, **bounds}
-        batcher = Batcher(run, DecodeThread(), Metrics(), **settings)
+        settings = {"window_s": 0.05, "max_items": 8, "max_tokens": 10_000, "threads": [DecodeThread()], **bounds}
+        batcher = Batcher(run, metrics=Metrics(), **settings)
         batcher.start()
         made.append(batcher)
         return batcher
@@ -98,6 +98,44 @@ async def test_callers_arriving_within_the_quiet_gap_share_a_batch(make_batcher)
         await asyncio.sleep(0.05)
     assert await asyncio.wait_for(asyncio.gather(*futures), 5) == [0, 2, 4]
     assert run.batches == [[0, 1, 2]]
+
+
+async def test_at_an_idle_decoder_a_text_starts_at_once_and_the_next_batch_holds_those_that_waited(make_batcher):
+    """Window 0 (the default): the first text runs alone, without waiting for company; texts that
+    arrive while it decodes leave together as the next batch."""
+    release, started = threading.Event(), threading.Event()
+
+    def run(payloads):
+        started.set()
+        release.wait(5)  # the first batch decodes until the others have arrived
+        return Recorder.__call__(recorder, payloads)
+
+    recorder = Recorder()
+    batcher = make_batcher(run, window_s=0.0)
+    first = batcher.submit("k", 0, 1)
+    assert await asyncio.to_thread(started.wait, 5)
+    later = [batcher.submit("k", i, 1) for i in (1, 2, 3)]
+    release.set()
+    assert await asyncio.wait_for(asyncio.gather(first, *later), 5) == [0, 2, 4, 6]
+    assert recorder.batches == [[0], [1, 2, 3]]
+
+
+async def test_batches_run_side_by_side_on_the_free_threads(make_batcher):
+    """Two threads: a second batch does not wait for the first (each blocks until the other has begun)."""
+    both = threading.Barrier(2, timeout=5)
+    threads = [DecodeThread(), DecodeThread()]
+    seen = []
+
+    def run(payloads):
+        seen.append(threading.get_ident())
+        both.wait()  # BrokenBarrierError (a failed test) unless the two batches run at once
+        return payloads
+
+    batcher = make_batcher(run, threads=threads, max_items=1)
+    assert await asyncio.wait_for(asyncio.gather(batcher.submit("k", 1, 1), batcher.submit("k", 2, 1)), 10) == [1, 2]
+    assert len(set(seen)) == 2
+    for thread in threads:
+        thread.shutdown()
 
 
 async def test_a_caller_that_gives_up_frees_its_place(make_batcher):
@@ -201,6 +239,17 @@ async def test_two_decode_lanes_share_the_callers_and_each_caller_gets_its_own_a
         answers = await _callers(client, 6, 10)
         assert all(lane.batches for lane in lanes)  # both lanes decoded texts
     assert len(answers) == 60 and all(text == expected for text, expected in answers)
+
+
+async def test_beam_texts_decode_on_two_lanes_and_each_caller_gets_the_answer_it_gets_alone(tiny_weights):
+    bodies = [{"text": t, "source": "es", "target": "en", "decoding": {"strategy": "beam", "beam_size": 3}}
+              for t in _texts(6)]
+    async with serving(tiny_weights, decode_lanes=2) as client:
+        decoder = client.app.state.translator.decoder
+        assert decoder.batcher.threads == [lane.thread for lane in decoder.continuous.lanes]
+        alone = [await _translate_concurrently(client, [body]) for body in bodies]
+        together = await _translate_concurrently(client, bodies)
+    _assert_same_answers(together, [a[0] for a in alone])
 
 
 async def test_with_batching_off_each_request_is_decoded_alone(tiny_weights):

@@ -11,12 +11,15 @@ import asyncio
 from contextlib import AbstractContextManager
 from dataclasses import astuple, dataclass, replace
 
+import torch
+
 from app.errors import Unavailable
 from app.metrics import Metrics
 from app.orchestration.job import Job
 from app.scheduling.batching import Admission, Batcher, ContinuousBatcher, DecodeThread
 from app.settings import Settings
 from model.checkpoint import LoadedModel
+from model.engine import binding as engine
 from model.search import decode, encoder_attention
 from model.search.backend import right_padded
 from model.search.greedy import GreedySearch, Request
@@ -38,23 +41,27 @@ class _Item:
 
 
 class Decoder:
-    """The decode thread, the queue's admission and the two batchers, and how a job goes through them.
+    """The decode lanes' threads, the queue's admission and the two batchers, and how a job goes
+    through them.
 
-    One thread runs beam batches and the first running greedy batch: the device runs one batch at a
-    time anyway, and CUDA state stays on one thread. On the CPU engine, `use_lanes` adds decode lanes.
+    The first thread loads the models and is lane 0. On PyTorch there is only that lane: the device
+    runs one batch at a time anyway, and CUDA state stays on one thread. On the CPU engine,
+    `use_lanes` adds lanes; greedy texts run in each lane's running batch, and beam batches on any
+    free lane.
     """
 
     def __init__(self, settings: Settings, metrics: Metrics):
         self.settings, self.metrics = settings, metrics
         self.thread = DecodeThread(settings.decode_nice)
+        self.threads = [self.thread]  # the lanes' threads; the batcher reads this list
         self.admission = Admission(settings.max_queue, metrics)
+        self.continuous = ContinuousBatcher(self.thread, metrics, settings.batch_max_items, settings.batch_max_tokens)
         self.batcher = Batcher(
-            self._decode_batch, self.thread, metrics,
+            self._decode_batch, self.threads, metrics,
             window_s=settings.batch_window_ms / 1000 if settings.batching else 0.0,
             max_items=settings.batch_max_items, max_tokens=settings.batch_max_tokens,
-            quiet_s=settings.batch_quiet_ms / 1000,
+            quiet_s=settings.batch_quiet_ms / 1000, busy=self.continuous.rows_on,
         )
-        self.continuous = ContinuousBatcher(self.thread, metrics, settings.batch_max_items, settings.batch_max_tokens)
 
     def start(self) -> None:
         self.batcher.start()
@@ -62,15 +69,24 @@ class Decoder:
     async def stop(self) -> None:
         await self.batcher.stop()
         await self.continuous.stop()
-        self.thread.shutdown()
+        for thread in self.threads:
+            thread.shutdown()
 
-    def use_lanes(self, models: dict[str, LoadedModel], threads: int) -> None:
-        """DECODE_LANES, or one lane per engine thread where every model runs on the CPU engine."""
+    async def use_lanes(self, models: dict[str, LoadedModel], threads: int) -> None:
+        """DECODE_LANES, or one lane per engine thread where every model runs on the CPU engine.
+
+        With several lanes each lane's thread gets its share of the cores, for the engine and for
+        torch's own operators in the search alike, so that no lane waits on a thread pool another
+        lane is using."""
         lanes = self.settings.decode_lanes
         if not lanes:
             on_engine = all(loaded.backend.name == "c" for loaded in models.values())
             lanes = threads if on_engine else 1
-        self.continuous.set_lanes(lanes, threads, self.settings.decode_nice)
+        self.threads += [DecodeThread(self.settings.decode_nice) for _ in range(lanes - 1)]
+        if lanes > 1:
+            share = max(1, threads // lanes)
+            await asyncio.gather(*(thread.run(_use_threads, share) for thread in self.threads))
+        self.continuous.set_lanes(self.threads)
 
     # --- admission and refusals --------------------------------------------------------------
 
@@ -154,6 +170,12 @@ class Decoder:
         options = sized(first.options, first.auto_length, sources)
         return decode(first.loaded.backend, right_padded(sources, first.loaded.tokenizer.pad_id, first.loaded.device),
                       options, special_ids(first.loaded.tokenizer))
+
+
+def _use_threads(n: int) -> None:
+    """On a lane's thread: its engine calls and torch's operators use `n` threads (both per thread)."""
+    torch.set_num_threads(n)
+    engine.set_threads(n)
 
 
 def sized(options: DecodeOptions, auto_length: bool, sources: list[list[int]]) -> DecodeOptions:

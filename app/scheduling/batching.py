@@ -1,15 +1,17 @@
-"""Dynamic batching: texts that arrive within a short window are decoded in one model call.
+"""Dynamic batching: texts waiting for the decoder are decoded in one model call.
 
 A decoder step costs nearly the same for one sentence as for sixteen, so serving concurrent
-callers together multiplies throughput. Only texts with the same key (model and decoding
-options) share a batch; the oldest waiting text decides which key goes next, so no key starves.
-Decoding runs on one worker thread: torch releases the GIL inside its kernels, so the event
-loop keeps accepting requests, and the device never runs two batches that would only contend.
+callers together multiplies throughput. A text that reaches an idle decoder starts at once; the
+texts that arrive while a batch decodes wait, and leave together as the next batch (BATCH_WINDOW_MS
+can make a first text wait for company, for devices where a bigger batch is worth the wait). Only
+texts with the same key (model and decoding options) share a batch; the oldest waiting text decides
+which key goes next, so no key starves. Decoding runs on worker threads (decode lanes): torch and
+the C engine release the GIL, so the event loop keeps accepting requests.
 
 Greedy texts go further (`ContinuousBatcher`, iteration-level batching): they join a running
 batch at its next decoder step and leave it with their last token, so a short sentence is not
-held back by a long one and the decoder never waits for a window to close. On the CPU engine
-several running batches (lanes) decode side by side, each on a thread of its own.
+held back by a long one. Beam batches (`Batcher`) run on whichever lane is free, so on the CPU
+engine two of them decode side by side, each lane on a core of its own.
 """
 
 from __future__ import annotations
@@ -28,7 +30,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from app.metrics import Metrics
-from model.engine import binding as engine
 from model.search.greedy import GreedySearch, Request
 from model.search.records import Hypothesis
 
@@ -123,33 +124,39 @@ class _Waiting:
 
 
 class Batcher:
-    """Collects submitted payloads into batches and runs `run_batch(payloads) -> results` on `executor`."""
+    """Collects submitted payloads into batches and runs `run_batch(payloads) -> results` on one of
+    `threads` (the decode lanes' threads: the list may grow once models are loaded), one batch per
+    thread at a time. `busy(thread)` ranks the free threads by their other work (running greedy
+    rows), so a batch goes where it waits least."""
 
     def __init__(
         self,
         run_batch: Callable[[list[Any]], list[Any]],
-        thread: DecodeThread,
+        threads: list[DecodeThread],
         metrics: Metrics,
         window_s: float,
         max_items: int,
         max_tokens: int,
         quiet_s: float | None = None,
+        busy: Callable[[DecodeThread], int] = lambda thread: 0,
     ):
-        self.run_batch, self.thread, self.metrics = run_batch, thread, metrics
+        self.run_batch, self.threads, self.metrics, self.busy = run_batch, threads, metrics, busy
         self.window_s, self.max_items, self.max_tokens = window_s, max_items, max_tokens
         self.quiet_s = window_s if quiet_s is None else min(quiet_s, window_s)
         self._last_arrival = 0.0
         self.waiting: list[_Waiting] = []
-        self._arrived = asyncio.Event()
+        self._arrived = asyncio.Event()  # a text arrived or a thread came free
         self._task: asyncio.Task | None = None
+        self._running: dict[asyncio.Task, DecodeThread] = {}
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._serve(), name="batcher")
 
     async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        tasks = [t for t in (self._task, *self._running) if t]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         for item in self.waiting:
             item.future.cancel()
         self.waiting.clear()
@@ -172,9 +179,15 @@ class Batcher:
     def _changed(self) -> None:
         self.metrics.queue_depth.set(len(self.waiting))
 
+    def _free_thread(self) -> DecodeThread | None:
+        taken = set(self._running.values())
+        free = [t for t in self.threads if t not in taken]
+        return min(free, key=self.busy) if free else None
+
     async def _serve(self) -> None:
         while True:
-            if not self.waiting:
+            thread = self._free_thread()
+            if not self.waiting or thread is None:
                 self._arrived.clear()
                 await self._arrived.wait()
                 continue
@@ -190,7 +203,13 @@ class Batcher:
                 except TimeoutError:
                     pass
                 continue
-            await self._run(self._take(oldest.key))
+            task = asyncio.create_task(self._run(self._take(oldest.key), thread), name="batch")
+            self._running[task] = thread
+            task.add_done_callback(self._thread_free)
+
+    def _thread_free(self, task: asyncio.Task) -> None:
+        self._running.pop(task, None)
+        self._arrived.set()
 
     def _compatible(self, key: Hashable) -> list[_Waiting]:
         return [w for w in self.waiting if w.key == key]
@@ -219,11 +238,11 @@ class Batcher:
         self._changed()
         return batch
 
-    async def _run(self, batch: list[_Waiting]) -> None:
+    async def _run(self, batch: list[_Waiting], thread: DecodeThread) -> None:
         self.metrics.batch_size.observe(len(batch))
         started = time.perf_counter()
         try:
-            results = await self.thread.run(self.run_batch, [item.payload for item in batch])
+            results = await thread.run(self.run_batch, [item.payload for item in batch])
         except asyncio.CancelledError:  # shutting down: nobody will collect these results
             for item in batch:
                 item.future.cancel()
@@ -263,11 +282,11 @@ class ContinuousBatcher:
     each caller as soon as its text ends. A caller that gives up is dropped at the next step.
 
     Lanes (`set_lanes`): on a CPU, several running batches decoded side by side, one per thread, a
-    new text going to the lane with the fewest rows. A lane decodes with all the engine's threads
-    while it is the only busy one, and with its share when others are busy: threads that each run
-    their own batch never wait for one another, where two threads sharing every layer meet at a
-    barrier many times a step and lose whole time slices to the HTTP threads beside them. Lane 0 runs
-    on the shared decode thread and steps aside for beam batches, as a single lane always did.
+    new text going to the lane with the fewest rows. Each lane keeps its share of the cores (one
+    engine thread each on the engine), at low load too: threads that each run their own batch never
+    wait for one another, where two threads sharing every layer meet at a barrier many times a step,
+    and a sleeping team thread takes longer to wake than a one-sentence layer takes to compute. A
+    lane steps aside after a step when a beam batch is queued on its thread.
     """
 
     def __init__(self, thread: DecodeThread, metrics: Metrics, max_items: int, max_tokens: int):
@@ -279,14 +298,17 @@ class ContinuousBatcher:
         self._lane_of: dict[int, _Lane] = {}  # request tag -> the lane decoding it
         self._lock = threading.Lock()
         self._tags = itertools.count()
-        self._threads = 0  # the engine threads the lanes share; 0: each call takes torch's count
         self._stopped = False
         self._loop: asyncio.AbstractEventLoop | None = None
 
-    def set_lanes(self, lanes: int, threads: int, nice: int = 0) -> None:
-        """Decode on `lanes` lanes sharing `threads` engine threads (before the first submit)."""
-        self.lanes += [_Lane(DecodeThread(nice)) for _ in range(lanes - len(self.lanes))]
-        self._threads = threads if lanes > 1 else 0
+    def set_lanes(self, threads: list[DecodeThread]) -> None:
+        """Decode on a lane per thread of `threads`, the first one's included (before the first submit)."""
+        self.lanes = [_Lane(thread) for thread in threads]
+
+    def rows_on(self, thread: DecodeThread) -> int:
+        """Rows running or waiting on the lane of `thread`: how busy it is with greedy texts."""
+        with self._lock:
+            return sum(lane.rows() + len(lane.waiting) for lane in self.lanes if lane.thread is thread)
 
     @property
     def _waiting(self) -> list[_Waiting]:
@@ -321,8 +343,6 @@ class ContinuousBatcher:
                 lane.waiting = []
         for future in futures:
             future.cancel()
-        for lane in self.lanes[1:]:  # lane 0's thread is its owner's
-            lane.thread.shutdown()
 
     def _forget(self, tag: int, future: asyncio.Future) -> None:
         with self._lock:
@@ -347,19 +367,10 @@ class ContinuousBatcher:
 
     def _steps(self, lane: _Lane) -> None:
         """On the lane's thread: admit, step and answer until idle or until another job is queued."""
-        try:
-            self._step_until_idle(lane)
-        finally:
-            engine.set_threads(None)  # lane 0's thread runs beam batches next, with every thread
-
-    def _step_until_idle(self, lane: _Lane) -> None:
         while True:
             running = [batch for batch in self._admit(lane) if len(batch)]
             if not running:
                 return
-            if self._threads:
-                busy = sum(1 for other in self.lanes if other.rows() or other.waiting)
-                engine.set_threads(max(1, self._threads // max(busy, 1)))
             for batch in running:
                 self.metrics.continuous_rows.observe(len(batch))
                 finished = batch.step()

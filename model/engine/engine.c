@@ -370,9 +370,20 @@ static AVX512_TARGET void linear_avx512_pair(const Linear *L, const float *x, co
     if (m < rows) float16_tile_1(L, x, m, p, y, ldy, mode);
 }
 
+/* Below this many multiply-adds a layer runs on the calling thread alone: a parallel region costs a
+   wake-up and a barrier, more than a small layer's arithmetic, and a thread of the team that lost
+   its core (a busy machine) holds the others at every barrier. Which thread computes a column
+   never changes its bits. */
+#ifndef PARALLEL_MACS
+#define PARALLEL_MACS (1 << 20)
+#endif
+
+static inline int team(int64_t work, int threads) { return work < PARALLEL_MACS ? 1 : threads; }
+
 /* y (rows, n) with row stride ldy = x (rows, k) W^T + b, then `mode`. Threads split the columns. */
 static void linear(const Linear *L, const float *x, int64_t rows, float *y, int64_t ldy, int mode, int threads) {
     const int64_t pairs = L->n / 16;
+    threads = team(rows * L->n * L->k, threads);
     int8_t *xq = NULL;
     float *xs = NULL;
     if (L->int8) {
@@ -507,7 +518,7 @@ static void encoder_pass(const Model *M, const int64_t *ids, int64_t id_stride, 
         layer_norm(x, total, d, L->norm1, M->eps, hn);
         linear(&L->qkv, hn, total, qkv, 3 * d, STORE, threads);
         float *w = weights ? weights[l] : NULL;
-#pragma omp parallel for schedule(static) num_threads(threads)
+#pragma omp parallel for schedule(static) num_threads(team(2 * total * width * d, threads))
         for (int64_t bh = 0; bh < batch * h; bh++) {
             int64_t b = bh / h, head = bh % h, n = lengths[b];
             float *sc = scores + (int64_t)omp_get_thread_num() * width;
@@ -631,7 +642,7 @@ int engine_decode_step(const Model *M, int64_t *ids, int64_t *pos, const int64_t
                 memcpy(sv.base + r * sv.sr + head * sv.sh + pos[r] * sv.st, qkv + r * 3 * d + 2 * d + head * e, (size_t)e * sizeof(float));
             }
         float *w = self_w ? self_w[l] : NULL;
-#pragma omp parallel for schedule(static) num_threads(threads)
+#pragma omp parallel for schedule(static) num_threads(team(2 * rows * longest * d, threads))
         for (int64_t rh = 0; rh < rows * h; rh++) {
             int64_t r = rh / h, head = rh % h;
             attend(qkv + r * 3 * d + head * e, sk.base + r * sk.sr + head * sk.sh, sv.base + r * sv.sr + head * sv.sh,
@@ -642,7 +653,7 @@ int engine_decode_step(const Model *M, int64_t *ids, int64_t *pos, const int64_t
         layer_norm(x, rows, d, L->norm2, M->eps, hn);
         linear(&L->q, hn, rows, qkv, d, STORE, threads);
         w = cross_w ? cross_w[l] : NULL;
-#pragma omp parallel for schedule(static) num_threads(threads)
+#pragma omp parallel for schedule(static) num_threads(team(2 * rows * longest * d, threads))
         for (int64_t rh = 0; rh < rows * h; rh++) {
             int64_t r = rh / h, head = rh % h;
             attend(qkv + r * d + head * e, ck.base + r * ck.sr + head * ck.sh, cv.base + r * cv.sr + head * cv.sh,
@@ -656,7 +667,7 @@ int engine_decode_step(const Model *M, int64_t *ids, int64_t *pos, const int64_t
     }
     layer_norm(x, rows, d, M->decoder_norm, M->eps, hn);
     linear(&M->projection, hn, rows, logits, M->projection.n, STORE, threads);  /* n: vocab padded to whole tiles */
-#pragma omp parallel for schedule(static) num_threads(threads)
+#pragma omp parallel for schedule(static) num_threads(team(8 * rows * M->vocab, threads))  /* ~8 flops an exp */
     for (int64_t r = 0; r < rows; r++) {
         float *row = logits + r * M->projection.n;
         log_softmax_row(row, M->vocab);
