@@ -52,9 +52,9 @@ class Settings(BaseSettings):
         "token, instead of waiting for a batch of their own (needs BATCHING)."
     )
     decode_lanes: int = Field(
-        0, ge=0, le=64, description="Running greedy batches decoded side by side, each on a thread of its own, "
-        "sharing the engine's threads (continuous batching on the C engine). 0: auto, one per torch thread "
-        "when every model runs on the engine, else 1."
+        0, ge=0, le=64, description="Decode lanes: threads that each run a running greedy batch and, when free, "
+        "beam batches, side by side, each with its share of the torch threads (on the C engine). 0: auto, one "
+        "per torch thread when every model runs on the engine, else 1."
     )
     decode_nice: int = Field(
         3, ge=0, le=19, description="Niceness the decoding threads add to the HTTP event loop's (Linux), so the "

@@ -11,16 +11,22 @@ the engine's int8 weights), on the same pre-tokenized sentences in the same batc
 the same max length and thread count. Runs alternate between the engines and
 the best of --repeats counts, so a noisy shared machine slows both alike.
 
-Our models run on the C engine (model.engine) where it can run, as the service does; --engine torch
-times PyTorch alone. Writes bench/results/engine.json with `identical_greedy_share`,
+Our models run on the C engine (model.engine) where it can run, as the service does, with the
+kernel family --kernels names (auto: the best this CPU has) and --threads engine threads; the
+search's own PyTorch operators then run on one thread, as on the service's decode lanes (torch's
+thread pool woke for operators on one sentence's numbers cost more than they do). --engine torch
+times PyTorch alone, on --threads threads. Writes bench/results/engine.json with `identical_greedy_share`,
 `ratio_batch32_greedy` (our seconds / CTranslate2 float32 seconds, greedy at batch 32), the int8
 ratios `ratio_batch1_greedy_int8`, `ratio_batch32_greedy_int8`, `ratio_batch32_beam4_int8`, and
-`cpu`. Needs `make peers` (ctranslate2).
+`cpu`, `engine_kernels`, and `ratios`: all eight ratios (float32 and int8, batch 1 and 32, greedy
+and beam 4). Needs `make peers` (ctranslate2).
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -30,6 +36,7 @@ import torch
 
 from bench.common import cpu_info, write_result
 from model.checkpoint import load
+from model.engine import binding
 from model.engine.backend import backend_for
 from model.search import decode
 from model.search.backend import Backend, right_padded
@@ -117,6 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=3, help="timed runs per engine and setting; the fastest counts")
     p.add_argument("--engine", choices=("c", "torch"), default="c",
                    help="c: our models run on model.engine where it can (as the service does); torch: PyTorch only")
+    p.add_argument("--kernels", choices=("auto", *binding.KERNELS), default="auto",
+                   help="the engine's kernel family (TRANSLATE_ENGINE_KERNELS); auto: the best this CPU has")
     p.add_argument("--out", type=Path, default=None, help="results folder (default bench/results)")
     return p
 
@@ -128,9 +137,15 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:
         raise SystemExit("ctranslate2 is not installed: run `make peers`") from None
     torch.set_num_threads(args.threads)
+    os.environ["TRANSLATE_ENGINE_KERNELS"] = args.kernels
     loaded = load(args.weights)
     model, tokenizer = loaded.model, loaded.tokenizer
     ours = backend_for(model, engine=args.engine == "c")
+    if ours.name == "c":
+        binding.set_threads(args.threads)
+        torch.set_num_threads(1)
+    gc.collect()
+    gc.freeze()  # as the service does once its models are loaded
     special, vocabulary = special_ids(tokenizer), vocabulary_of(tokenizer)
     folder = EXPORTS / f"{loaded.name}-{loaded.weights_sha256[:12]}"
     if not (folder / "model.bin").is_file():
@@ -190,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "model": loaded.name, "weights_sha256": loaded.weights_sha256, "ctranslate2": ctranslate2.__version__,
         "threads": args.threads, "repeats": args.repeats,
-        "engine": ours.name,
+        "engine": ours.name, "engine_kernels": ours.engine.kernels if ours.name == "c" else None,
         "cpu": cpu_info(),
         "identical_greedy_share": check["identical_share"],
         "ratio_batch32_greedy": timings["batch32_greedy"]["ratio_ours_to_ctranslate2_float32"],
@@ -199,6 +214,8 @@ def main(argv: list[str] | None = None) -> int:
         "ratio_batch1_greedy_int8": timings["batch1_greedy"]["ratio_ours_int8_to_ctranslate2_int8"],
         "ratio_batch32_greedy_int8": timings["batch32_greedy"]["ratio_ours_int8_to_ctranslate2_int8"],
         "ratio_batch32_beam4_int8": timings["batch32_beam4"]["ratio_ours_int8_to_ctranslate2_int8"],
+        "ratios": {f"{key}_{precision}": timings[key][f"ratio_{name}_to_ctranslate2_{precision}"]
+                   for key in timings for name, precision in (("ours", "float32"), ("ours_int8", "int8"))},
         "targets": {"identical_greedy_share": TARGET_IDENTICAL, **{name: TARGET_RATIO for name in RATIOS}},
         "check": check, "timing_sentences": n, "timings": timings,
         "command": " ".join(["python -m bench.engine", *(sys.argv[1:] if argv is None else argv)]),
