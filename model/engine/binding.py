@@ -105,9 +105,26 @@ def library() -> ctypes.CDLL:
     lib.engine_topk.argtypes = [c_float_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, c_float_p,
                                 c_int64_p, ctypes.c_int64]
     lib.engine_kernels_supported.argtypes = [ctypes.c_int64]
+    _keep_freed_memory()
     lib.engine_linear.argtypes = [ctypes.POINTER(_Linear), c_float_p, ctypes.c_int64, c_float_p, ctypes.c_int64]
     _library = lib
     return lib
+
+
+def _keep_freed_memory() -> None:
+    """glibc: serve blocks up to 32 MiB from the heap and keep freed memory there.
+
+    A decoder step's tensors (a beam-4 batch-32 step's log-probabilities are 8 MiB) would otherwise
+    be mapped fresh and unmapped again every step: the page faults and page clearing were about a
+    tenth of such a step, and steps went 15-20% faster without them. The price is a process that
+    keeps its high-water mark of memory."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc: its own allocator's defaults stand
+        return
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    libc.mallopt(m_mmap_threshold, 32 << 20)
+    libc.mallopt(m_trim_threshold, 512 << 20)
 
 
 def available() -> bool:
