@@ -85,3 +85,34 @@ def test_the_kernel_family_is_chosen_by_argument_then_environment_then_cpu(monke
     for name in missing:  # only on a CPU without the family: it is refused, never run
         with pytest.raises(EngineUnavailable, match=name):
             engine.chosen_kernels(name)
+
+
+@pytest.mark.parametrize("int8", [False, True])
+def test_threads_splitting_the_rows_give_the_bits_of_one_thread(trained, int8):
+    """With enough rows each thread runs whole steps (and encoder passes) on its share of the rows;
+    with few, the threads share each layer. Tokens, probabilities and attention are those of one thread."""
+    backend = EngineBackend(engine.Engine(trained, int8))
+    src, _ = copy_task_batch(torch.Generator().manual_seed(23), 9)
+    options = DecodeOptions(strategy="beam", beam_size=3, max_new_tokens=10, top_k=2, cross_attention_layers=(0, 1),
+                            self_attention_layers=(1,))
+    sources = [row[row != SPECIAL.pad].tolist() for row in src]
+    results = []
+    try:
+        for threads in (1, 2, 3):
+            engine.set_threads(threads)
+            beams = decode(backend, src, options, SPECIAL)
+            memory = backend.engine.encode(src, frozenset({0, 1}))
+            search = GreedySearch(backend, SPECIAL)
+            search.add([Request(ids, DecodeOptions(max_new_tokens=10, cross_attention_layers=(1,)), tag=i)
+                        for i, ids in enumerate(sources)])
+            greedy = {}
+            while len(search):
+                greedy |= {r.tag: h for r, h in search.step()}
+            results.append((beams, memory[0], memory[2], greedy))
+    finally:
+        engine.set_threads(None)
+    (beams, memory, weights, greedy) = results[0]
+    for other_beams, other_memory, other_weights, other_greedy in results[1:]:
+        assert other_beams == beams and other_greedy == greedy
+        assert torch.equal(other_memory, memory)
+        assert all(torch.equal(other_weights[l], weights[l]) for l in (0, 1))

@@ -555,10 +555,9 @@ static int64_t *packed_starts(const int64_t *lengths, int64_t batch, int64_t *to
     return starts;
 }
 
-/* Sources (B, width) right-padded, `lengths[b]` tokens each: memory (B, width, D), zero on padding,
-   and the self-attention weights of the layers l whose weights[l] is not NULL. */
-int engine_encode(const Model *M, const int64_t *ids, int64_t batch, int64_t width, const int64_t *lengths,
-                  float *memory, float **weights) {
+/* engine_encode (below) on the calling thread's share of the sources. */
+static void encode_rows(const Model *M, const int64_t *ids, int64_t batch, int64_t width, const int64_t *lengths,
+                        float *memory, float **weights) {
     const int64_t d = M->d;
     int64_t total;
     int64_t *starts = packed_starts(lengths, batch, &total);
@@ -568,14 +567,11 @@ int engine_encode(const Model *M, const int64_t *ids, int64_t batch, int64_t wid
     for (int64_t b = 0; b < batch; b++)
         memcpy(memory + b * width * d, buffers.hn + starts[b] * d, (size_t)(lengths[b] * d) * sizeof(float));
     free(starts);
-    return 0;
 }
 
-/* The running batch's join (model/continuous.py) in one call: sources packed one after another
-   (`lengths[b]` tokens each) are encoded, and every decoder layer's cross-attention keys and values
-   of source b go straight to row first_row + b of cross_k[l] / cross_v[l], positions 0..lengths[b]-1. */
-int engine_encode_cross(const Model *M, const int64_t *ids, int64_t batch, const int64_t *lengths,
-                        const Heads *cross_k, const Heads *cross_v, int64_t first_row) {
+/* engine_encode_cross (below) on the calling thread's share of the sources. */
+static void encode_cross_rows(const Model *M, const int64_t *ids, int64_t batch, const int64_t *lengths,
+                              const Heads *cross_k, const Heads *cross_v, int64_t first_row) {
     const int64_t d = M->d, h = M->heads, e = d / h;
     int64_t total, width = 1;
     int64_t *starts = packed_starts(lengths, batch, &total);
@@ -597,7 +593,6 @@ int engine_encode_cross(const Model *M, const int64_t *ids, int64_t batch, const
     }
     free(kv);
     free(starts);
-    return 0;
 }
 
 /* Cross-attention keys and values of decoder layer `layer` for memory (R, S, D): kv (R, S, 2D),
@@ -622,14 +617,14 @@ static int64_t argmax(const float *x, int64_t n) {
    pos[r], it attends to its positions 0..pos[r] and to its first src_len[r] source positions, and
    its log-probabilities (V, log_softmax of the logits) go to logits[r]. self_w[l] / cross_w[l], when not NULL, receive the layer's weights
    as (R, H, self_width) / (R, H, cross_width), zero past each row's own length.
-   Greedy search's own work, when `best` is not NULL (the running batch, model/continuous.py): the
+   Greedy search's own work, when `best` is not NULL (the running batch, model/search/greedy.py): the
    `forbidden` tokens' log-probabilities become -inf, best[r] gets row r's argmax (the first of
    equals) and best_logp[r] its log-probability, and pos[r] advances by one. `best` may be `ids`:
    the chosen tokens are the next step's input. */
-int engine_decode_step(const Model *M, int64_t *ids, int64_t *pos, const int64_t *src_len, int64_t rows,
-                       const Heads *self_k, const Heads *self_v, const Heads *cross_k, const Heads *cross_v,
-                       float **self_w, int64_t self_width, float **cross_w, int64_t cross_width, float *logits,
-                       const int64_t *forbidden, int64_t n_forbidden, int64_t *best, float *best_logp) {
+static void decode_rows(const Model *M, int64_t *ids, int64_t *pos, const int64_t *src_len, int64_t rows,
+                        const Heads *self_k, const Heads *self_v, const Heads *cross_k, const Heads *cross_v,
+                        float **self_w, int64_t self_width, float **cross_w, int64_t cross_width, float *logits,
+                        const int64_t *forbidden, int64_t n_forbidden, int64_t *best, float *best_logp) {
     const int64_t d = M->d, h = M->heads, e = d / h, threads = M->threads;
     int64_t longest = 1;
     for (int64_t r = 0; r < rows; r++) {
@@ -690,6 +685,120 @@ int engine_decode_step(const Model *M, int64_t *ids, int64_t *pos, const int64_t
     }
     if (best)
         for (int64_t r = 0; r < rows; r++) pos[r] += 1;
+}
+
+/* --- splitting a call's rows between threads ---------------------------------------------------
+
+   With enough rows, each of the threads runs a whole decoder step (or encoder pass) on its share
+   of the rows, one thread per share: one fork and one join per call instead of one per layer, and
+   a thread slowed by something else on its core holds the others once, not at every layer. A row's
+   numbers never depend on which rows share its call, so the bits are those of one call. */
+#define SPLIT_MIN_ROWS 2  /* rows per thread below which the threads share each layer instead */
+
+static int64_t shares(const Model *M, int64_t rows) {
+    return M->threads > 1 && rows >= SPLIT_MIN_ROWS * M->threads ? M->threads : 1;
+}
+
+/* Rows r0.. of a strided per-layer view. */
+static void heads_from(const Heads *all, int64_t layers, int64_t r0, Heads *out) {
+    for (int64_t l = 0; l < layers; l++) out[l] = all[l], out[l].base += r0 * all[l].sr;
+}
+
+/* Rows r0.. of per-layer attention weights, `per_row` floats a row; NULL stays NULL. */
+static float **weights_from(float **all, int64_t layers, int64_t offset, float **out) {
+    if (!all) return NULL;
+    for (int64_t l = 0; l < layers; l++) out[l] = all[l] ? all[l] + offset : NULL;
+    return out;
+}
+
+/* bounds[0] = 0 < bounds[1] < ... < bounds[parts] = batch: sentences in `parts` runs of about equal
+   tokens, none empty (batch >= parts). */
+static void split_sentences(const int64_t *lengths, int64_t batch, int64_t parts, int64_t *bounds) {
+    int64_t total = 0, seen = 0, b = 0;
+    for (int64_t i = 0; i < batch; i++) total += lengths[i];
+    bounds[0] = 0;
+    for (int64_t p = 1; p < parts; p++) {
+        do seen += lengths[b++];
+        while (b < batch - (parts - p) && seen * parts < total * p);
+        bounds[p] = b;
+    }
+    bounds[parts] = batch;
+}
+
+/* Sources (B, width) right-padded, `lengths[b]` tokens each: memory (B, width, D), zero on padding,
+   and the self-attention weights (B, H, width, width) of the layers l whose weights[l] is not NULL. */
+int engine_encode(const Model *M, const int64_t *ids, int64_t batch, int64_t width, const int64_t *lengths,
+                  float *memory, float **weights) {
+    const int64_t parts = shares(M, batch), d = M->d, h = M->heads;
+    if (parts == 1) {
+        encode_rows(M, ids, batch, width, lengths, memory, weights);
+        return 0;
+    }
+    Model one = *M;
+    one.threads = 1;
+    int64_t bounds[parts + 1];
+    split_sentences(lengths, batch, parts, bounds);
+#pragma omp parallel for schedule(static) num_threads((int)parts)
+    for (int64_t p = 0; p < parts; p++) {
+        const int64_t b0 = bounds[p];
+        float *w[MAX_LAYERS];
+        encode_rows(&one, ids + b0 * width, bounds[p + 1] - b0, width, lengths + b0, memory + b0 * width * d,
+                    weights_from(weights, M->encoder_layers, b0 * h * width * width, w));
+    }
+    return 0;
+}
+
+/* The running batch's join (model/search/greedy.py) in one call: sources packed one after another
+   (`lengths[b]` tokens each) are encoded, and every decoder layer's cross-attention keys and values
+   of source b go straight to row first_row + b of cross_k[l] / cross_v[l], positions 0..lengths[b]-1. */
+int engine_encode_cross(const Model *M, const int64_t *ids, int64_t batch, const int64_t *lengths,
+                        const Heads *cross_k, const Heads *cross_v, int64_t first_row) {
+    const int64_t parts = shares(M, batch);
+    if (parts == 1) {
+        encode_cross_rows(M, ids, batch, lengths, cross_k, cross_v, first_row);
+        return 0;
+    }
+    Model one = *M;
+    one.threads = 1;
+    int64_t bounds[parts + 1], first_id[parts + 1];
+    split_sentences(lengths, batch, parts, bounds);
+    first_id[0] = 0;
+    for (int64_t p = 0; p < parts; p++) {
+        first_id[p + 1] = first_id[p];
+        for (int64_t b = bounds[p]; b < bounds[p + 1]; b++) first_id[p + 1] += lengths[b];
+    }
+#pragma omp parallel for schedule(static) num_threads((int)parts)
+    for (int64_t p = 0; p < parts; p++)
+        encode_cross_rows(&one, ids + first_id[p], bounds[p + 1] - bounds[p], lengths + bounds[p], cross_k, cross_v,
+                          first_row + bounds[p]);
+    return 0;
+}
+
+/* One decoder step of `rows` rows: decode_rows (above) on all of them, or on each thread's share. */
+int engine_decode_step(const Model *M, int64_t *ids, int64_t *pos, const int64_t *src_len, int64_t rows,
+                       const Heads *self_k, const Heads *self_v, const Heads *cross_k, const Heads *cross_v,
+                       float **self_w, int64_t self_width, float **cross_w, int64_t cross_width, float *logits,
+                       const int64_t *forbidden, int64_t n_forbidden, int64_t *best, float *best_logp) {
+    const int64_t parts = shares(M, rows), layers = M->decoder_layers, h = M->heads, n = M->projection.n;
+    if (parts == 1) {
+        decode_rows(M, ids, pos, src_len, rows, self_k, self_v, cross_k, cross_v, self_w, self_width, cross_w,
+                    cross_width, logits, forbidden, n_forbidden, best, best_logp);
+        return 0;
+    }
+    Model one = *M;
+    one.threads = 1;
+#pragma omp parallel for schedule(static) num_threads((int)parts)
+    for (int64_t p = 0; p < parts; p++) {
+        const int64_t r0 = rows * p / parts, r1 = rows * (p + 1) / parts;
+        Heads sk[MAX_LAYERS], sv[MAX_LAYERS], ck[MAX_LAYERS], cv[MAX_LAYERS];
+        float *sw[MAX_LAYERS], *cw[MAX_LAYERS];
+        heads_from(self_k, layers, r0, sk), heads_from(self_v, layers, r0, sv);
+        heads_from(cross_k, layers, r0, ck), heads_from(cross_v, layers, r0, cv);
+        decode_rows(&one, ids + r0, pos + r0, src_len + r0, r1 - r0, sk, sv, ck, cv,
+                    weights_from(self_w, layers, r0 * h * self_width, sw), self_width,
+                    weights_from(cross_w, layers, r0 * h * cross_width, cw), cross_width, logits + r0 * n,
+                    forbidden, n_forbidden, best ? best + r0 : NULL, best_logp ? best_logp + r0 : NULL);
+    }
     return 0;
 }
 
