@@ -108,11 +108,6 @@ static inline float dot(const float *a, const float *b, int64_t n) {  /* n % 8 =
     return hsum(acc);
 }
 
-static inline void axpy(float *y, float a, const float *x, int64_t n) {  /* y += a x */
-    __m256 va = _mm256_set1_ps(a);
-    for (int64_t i = 0; i < n; i += 8) _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
-}
-
 static void layer_norm(const float *x, int64_t rows, int64_t d, Norm norm, float eps, float *y) {
     for (int64_t r = 0; r < rows; r++) {
         const float *xr = x + r * d;
@@ -473,25 +468,59 @@ static void log_softmax_row(float *x, int64_t n) {
 
 /* --- attention ----------------------------------------------------------------------------- */
 
+/* x[0..n-1] = e^(x - top) in place; returns their sum (at least 1: top is among them). 8 at a time
+   through exp8, the tail padded with -inf (exp8 clamps it to ~1e-38, too little to change the sum). */
+static float exp_shifted(float *x, int64_t n, float top) {
+    const int64_t whole = n / 8 * 8;
+    const __m256 shift = _mm256_set1_ps(top);
+    __m256 total = _mm256_setzero_ps();
+    for (int64_t t = 0; t < whole; t += 8) {
+        __m256 v = exp8(_mm256_sub_ps(_mm256_loadu_ps(x + t), shift));
+        _mm256_storeu_ps(x + t, v);
+        total = _mm256_add_ps(total, v);
+    }
+    if (whole < n) {
+        float tail[8];
+        for (int i = 0; i < 8; i++) tail[i] = whole + i < n ? x[whole + i] : -INFINITY;
+        __m256 v = exp8(_mm256_sub_ps(_mm256_loadu_ps(tail), shift));
+        _mm256_storeu_ps(tail, v);
+        for (int64_t i = 0; whole + i < n; i++) x[whole + i] = tail[i];
+        total = _mm256_add_ps(total, v);
+    }
+    return hsum(total);
+}
+
 /* One query row q (E) against keys/values 0..n-1 of one head: out (E) = softmax(q K^T / sqrt(E)) V.
-   The weights go to `weights` (n) when it is not NULL. */
+   The weights go to `weights` (n) when it is not NULL. The weighted sum of values runs over the
+   keys once per 32 output features, which stay in registers meanwhile. */
 static void attend(const float *q, const float *k, const float *v, int64_t st, int64_t n, int64_t e,
                    float *scores, float *out, float *weights) {
     const float scale = 1.0f / sqrtf((float)e);
-    float top = -INFINITY, total = 0.0f;
+    float top = -INFINITY;
     for (int64_t t = 0; t < n; t++) {
         scores[t] = dot(q, k + t * st, e) * scale;
         top = scores[t] > top ? scores[t] : top;
     }
-    for (int64_t t = 0; t < n; t++) {
-        scores[t] = expf(scores[t] - top);
-        total += scores[t];
+    const float inv = 1.0f / exp_shifted(scores, n, top);
+    for (int64_t t = 0; t < n; t++) scores[t] *= inv;
+    int64_t j = 0;
+    for (; j + 32 <= e; j += 32) {
+        __m256 o0 = _mm256_setzero_ps(), o1 = o0, o2 = o0, o3 = o0;
+        for (int64_t t = 0; t < n; t++) {
+            const float *vt = v + t * st + j;
+            __m256 w = _mm256_set1_ps(scores[t]);
+            o0 = _mm256_fmadd_ps(w, _mm256_loadu_ps(vt), o0);
+            o1 = _mm256_fmadd_ps(w, _mm256_loadu_ps(vt + 8), o1);
+            o2 = _mm256_fmadd_ps(w, _mm256_loadu_ps(vt + 16), o2);
+            o3 = _mm256_fmadd_ps(w, _mm256_loadu_ps(vt + 24), o3);
+        }
+        _mm256_storeu_ps(out + j, o0), _mm256_storeu_ps(out + j + 8, o1);
+        _mm256_storeu_ps(out + j + 16, o2), _mm256_storeu_ps(out + j + 24, o3);
     }
-    const float inv = 1.0f / total;
-    memset(out, 0, (size_t)e * sizeof(float));
-    for (int64_t t = 0; t < n; t++) {
-        scores[t] *= inv;
-        axpy(out, scores[t], v + t * st, e);
+    for (; j < e; j += 8) {
+        __m256 o = _mm256_setzero_ps();
+        for (int64_t t = 0; t < n; t++) o = _mm256_fmadd_ps(_mm256_set1_ps(scores[t]), _mm256_loadu_ps(v + t * st + j), o);
+        _mm256_storeu_ps(out + j, o);
     }
     if (weights) memcpy(weights, scores, (size_t)n * sizeof(float));
 }
