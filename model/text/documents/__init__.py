@@ -15,7 +15,7 @@ from pathlib import PurePosixPath
 from model.text.documents import epub, gettext, html_doc, odf, ooxml, plain, subtitles, xliff
 from model.text.documents.base import DocumentError, Extracted, Limits
 
-__all__ = ["FORMATS", "DocumentError", "Extracted", "Limits", "read", "suffix_of"]
+__all__ = ["FORMATS", "DocumentError", "Extracted", "Limits", "read", "suffix_of", "supported"]
 
 # Suffix -> (reader, media type). A reader takes the file's bytes and the limits, and returns an Extracted.
 FORMATS = {
@@ -38,6 +38,11 @@ FORMATS = {
 }
 
 
+def supported() -> str:
+    """The supported formats, for a refusal's message."""
+    return ", ".join(FORMATS)
+
+
 def suffix_of(filename: str) -> str:
     """The file's format suffix, lower case ("" when it has none)."""
     return PurePosixPath(filename).suffix.lower()
@@ -47,7 +52,6 @@ def read(filename: str, data: bytes, limits: Limits | None = None) -> Extracted:
     """The segments of a file named `filename`; DocumentError (with its kind) when it cannot be read."""
     suffix = suffix_of(filename)
     if suffix not in FORMATS:
-        raise DocumentError("unsupported", f"{filename!r} is not a supported format; supported: "
-                            f"{', '.join(sorted(FORMATS))}")
+        raise DocumentError("unsupported", f"{filename!r} is not of a supported format")
     reader, _ = FORMATS[suffix]
     return reader(data, limits or Limits())

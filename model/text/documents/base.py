@@ -23,8 +23,9 @@ from model.text import markup
 
 
 class DocumentError(ValueError):
-    """A file that cannot be translated; `kind` says why: unsupported, corrupt, protected, too_large,
-    unsafe (DTDs, external entities) or syntax (the message names the line)."""
+    """A file that cannot be translated; `kind` says why: unsupported (format), mismatched (the content is
+    not what the name says), corrupt, protected (a password), too_large (zip limits), unsafe (DTDs,
+    entities) or syntax (the message names the line)."""
 
     def __init__(self, kind: str, message: str):
         super().__init__(message)
@@ -131,6 +132,8 @@ class Package:
         if data[:8] == b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1":
             raise DocumentError("protected", "the file is an encrypted (password-protected) or legacy Office "
                                 "document; save it without a password in the current format")
+        if not data.startswith(b"PK"):
+            raise DocumentError("mismatched", "the file is not the zip package its name says it is")
         try:
             self.zip = zipfile.ZipFile(io.BytesIO(data))
         except (zipfile.BadZipFile, ValueError) as e:
