@@ -204,13 +204,14 @@ async def test_unknown_job_is_404(client):
     for path in ("/documents/jobs/0123456789abcdef0123456789abcdef", "/documents/jobs/../../etc/passwd",
                  "/documents/jobs/nothex/result"):
         assert (await client.get(path)).status_code == 404
-    assert (await client.delete("/documents/jobs/0123456789abcdef0123456789abcdef")).status_code == 404
+    assert (await client.post("/documents/jobs/0123456789abcdef0123456789abcdef/cancel")).status_code == 404
+    assert (await client.get("/documents/jobs/0123456789abcdef0123456789abcdef/events")).status_code == 404
 
 
 async def test_cancel_stops_a_running_job(client):
     big = paragraphs_docx([PAIRS[i % 30][0] for i in range(200)])
     job = (await post_file(client, "big.docx", big, path="/documents/jobs")).json()
-    cancelled = await client.delete(f"/documents/jobs/{job['id']}")
+    cancelled = await client.post(f"/documents/jobs/{job['id']}/cancel")
     assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
     await asyncio.sleep(0.5)
     state = (await client.get(f"/documents/jobs/{job['id']}")).json()

@@ -106,13 +106,18 @@ async def status(request: Request, job_id: str, jobs: DocumentJobsDep) -> dict:
     return _with_url(request, _state(jobs, job_id))
 
 
+async def _known_job(job_id: str, jobs: DocumentJobsDep) -> dict:
+    """The job's state, checked before a stream starts, so an unknown id still gets a 404 status, not an event."""
+    return _state(jobs, job_id)
+
+
 @router.get("/jobs/{job_id}/events", response_class=EventSourceResponse, responses=_errors(404),
             summary="A document job's progress as Server-Sent Events")
-async def events(request: Request, job_id: str, jobs: DocumentJobsDep) -> AsyncIterator[ServerSentEvent]:
+async def events(request: Request, job_id: str, first: Annotated[dict, Depends(_known_job)],
+                 jobs: DocumentJobsDep) -> AsyncIterator[ServerSentEvent]:
     """A `progress` event each time the state changes (`data`: the state, as GET /documents/jobs/{id}), then one
     event named after how it ended: `done`, `failed` or `cancelled`."""
-    last = None
-    state = _state(jobs, job_id)
+    last, state = None, first
     while True:
         if state != last:
             last = state
@@ -130,8 +135,8 @@ async def result(job_id: str, jobs: DocumentJobsDep) -> FileResponse:
     return result_file(jobs, job_id)
 
 
-@router.delete("/jobs/{job_id}", response_model=DocumentJob, response_model_exclude_none=True,
-               summary="Cancel a document job", responses=_errors(404))
+@router.post("/jobs/{job_id}/cancel", response_model=DocumentJob, response_model_exclude_none=True,
+             summary="Cancel a document job", responses=_errors(404))
 async def cancel(request: Request, job_id: str, jobs: DocumentJobsDep) -> dict:
     """A running job stops before its next slice; a finished one is left as it is."""
     try:

@@ -115,7 +115,7 @@
   });
   $("doc-file").addEventListener("change", (e) => choose(e.target.files[0] || null));
   $("document-form").addEventListener("submit", submit);
-  $("doc-cancel").addEventListener("click", () => job && fetch(`/documents/jobs/${job.id}`, { method: "DELETE" }));
+  $("doc-cancel").addEventListener("click", () => job && fetch(`/documents/jobs/${job.id}/cancel`, { method: "POST" }));
   $("tab-text").addEventListener("click", () => { history.replaceState(null, "", location.pathname + location.search); show("text"); });
   $("tab-documents").addEventListener("click", () => { history.replaceState(null, "", "#documents"); show("documents"); });
   show(location.hash === "#documents" ? "documents" : "text");
