@@ -29,7 +29,7 @@ from pathlib import Path
 import httpx
 from sacrebleu.metrics import CHRF
 
-from bench.common import ROOT, cpu_info, write_result
+from bench.common import ROOT, app_in_process, cpu_info, write_result
 from model.text import documents
 from model.training.data import read_split
 
@@ -116,6 +116,13 @@ def build_epub(paragraphs: list[str]) -> bytes:
     chapter = epub.EpubHtml(title="Bench", file_name="c1.xhtml")
     chapter.content = "".join(f"<p>{html.escape(a)}<b>{html.escape(b)}</b>{html.escape(c)}</p>"
                               for a, b, c in map(split_words, paragraphs))
+    return epub_bytes(book, chapter)
+
+
+def epub_bytes(book, chapter) -> bytes:
+    """The book with its one chapter, a table of contents and a navigation page, as an .epub file."""
+    from ebooklib import epub
+
     book.add_item(chapter)
     book.add_item(epub.EpubNcx())
     book.add_item(epub.EpubNav())
@@ -226,30 +233,22 @@ async def measure(client: httpx.AsyncClient, suffix: str, paragraphs: list[str],
 
 
 async def run(args: argparse.Namespace) -> dict:
-    from app.main import create_app  # the app pulls in torch: only when translating
-    from app.settings import Settings
-
     rows = [r for r in read_split(args.split) if r.domain == "prose"][:args.paragraphs]
-    app = create_app(Settings(torch_threads=2, weights_dir=args.weights, request_timeout_s=3600,
-                              document_sync_max_segments=10_000))
     results: dict = {}
-    async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://bench",
-                                     timeout=3600) as client:
-            while (await client.get("/ready")).status_code != 200:
-                await asyncio.sleep(0.2)
-            for source, target in DIRECTIONS:
-                paragraphs = [getattr(r, source) for r in rows]
-                references = [getattr(r, target) for r in rows]
-                plain = await client.post("/translate", json={"text": paragraphs[:32], "source": source,
-                                                              "target": target, "decoding": {"strategy": "greedy"}})
-                plain.raise_for_status()
-                plain_texts = [t["text"] for t in plain.json()["translations"]]
-                direction = results.setdefault(f"{source}-{target}", {
-                    "plain_text_chrf": round(CHRF().corpus_score(plain_texts, [references[:32]]).score, 2)})
-                for suffix in BUILDERS:
-                    direction[suffix] = await measure(client, suffix, paragraphs[:32], references[:32], source, target)
-                    print(f"{source}->{target} {suffix}: {direction[suffix]}", flush=True)
+    async with app_in_process(args.weights, timeout=3600, request_timeout_s=3600,
+                              document_sync_max_segments=10_000) as client:
+        for source, target in DIRECTIONS:
+            paragraphs = [getattr(r, source) for r in rows]
+            references = [getattr(r, target) for r in rows]
+            plain = await client.post("/translate", json={"text": paragraphs, "source": source, "target": target,
+                                                          "decoding": {"strategy": "greedy"}})
+            plain.raise_for_status()
+            plain_texts = [t["text"] for t in plain.json()["translations"]]
+            direction = results.setdefault(f"{source}-{target}", {
+                "plain_text_chrf": round(CHRF().corpus_score(plain_texts, [references]).score, 2)})
+            for suffix in BUILDERS:
+                direction[suffix] = await measure(client, suffix, paragraphs, references, source, target)
+                print(f"{source}->{target} {suffix}: {direction[suffix]}", flush=True)
     return results
 
 

@@ -23,6 +23,7 @@ from odf import text as odftext
 from odf.opendocument import OpenDocumentPresentation, OpenDocumentText, load
 from odf.style import Style, TextProperties
 
+from bench.documents import epub_bytes
 from model.text import documents
 from model.text.documents import DocumentError, Limits
 
@@ -205,14 +206,8 @@ def make_epub() -> bytes:
     book.set_language("es")
     chapter = epub.EpubHtml(title="Capítulo", file_name="c1.xhtml", lang="es")
     chapter.content = "<h1>Capítulo uno</h1><p>El gato <em>negro</em> duerme.</p><p><img src='x.png'/></p>"
-    book.add_item(chapter)
     book.toc = [epub.Link("c1.xhtml", "Capítulo uno", "c1")]
-    book.add_item(epub.EpubNcx())
-    book.add_item(epub.EpubNav())
-    book.spine = ["nav", chapter]
-    out = io.BytesIO()
-    epub.write_epub(out, book)
-    return out.getvalue()
+    return epub_bytes(book, chapter)
 
 
 def test_epub_chapters_and_title():
