@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import os
 import time
 import zipfile
 
@@ -269,3 +270,31 @@ async def test_progress_events_of_a_300_segment_document_while_short_requests_an
     assert any(p["eta_s"] is not None and p["eta_s"] > 0 for p in progress)
     # Every short request was answered while the document was decoding, not after it.
     assert len(seen) == 4 and max(seen) < 320
+
+
+async def test_a_job_whose_server_stopped_is_reported_failed(client):
+    job = (await post_file(client, "a.srt", SRT.encode(), path="/documents/jobs")).json()
+    await wait_finished(client, job["id"])
+    store = client.app.state.document_jobs.store
+    store.update(job["id"], status="running")  # as a replica that stopped halfway left it
+    assert (await client.get(f"/documents/jobs/{job['id']}")).json()["status"] == "running"
+    state_file = store.path(job["id"], "state.json")
+    long_ago = time.time() - store.stale_s - 1
+    os.utime(state_file, (long_ago, long_ago))
+    state = (await client.get(f"/documents/jobs/{job['id']}")).json()
+    assert state["status"] == "failed" and "interrupted" in state["error"]
+
+
+async def test_source_auto_and_a_named_glossary(tiny_weights, tmp_path):
+    glossaries = tmp_path / "glossaries"
+    glossaries.mkdir()
+    (glossaries / "zoo.es-en.tsv").write_text("gato\tfeline\n", encoding="utf-8")
+    text = f"{PAIRS[0][0]}\n\n{PAIRS[2][0]}\n".encode()
+    async with serving(tiny_weights, documents_dir=tmp_path / "jobs", glossaries_dir=glossaries) as client:
+        declared = await post_file(client, "a.txt", text)
+        auto = await post_file(client, "a.txt", text, source="auto")
+        assert auto.status_code == 200 and auto.content == declared.content
+        named = await post_file(client, "a.txt", text, glossary_name="zoo")
+        assert named.status_code == 200 and named.content.decode().count("feline") == 2
+        unknown = await post_file(client, "a.txt", text, glossary_name="nope")
+        assert unknown.status_code == 422 and "no glossary 'nope'" in unknown.text

@@ -87,16 +87,6 @@ def test_docx_runs_keep_their_styles_on_the_translated_words():
     assert out.paragraphs[-1].text == "12345"
 
 
-def test_docx_members_without_text_are_copied_byte_for_byte():
-    source = make_docx()
-    before, after = zipfile.ZipFile(io.BytesIO(source)), zipfile.ZipFile(io.BytesIO(translated("a.docx", source)))
-    assert before.namelist() == after.namelist()
-    changed = {n for n in before.namelist() if before.read(n) != after.read(n)}
-    assert {"word/document.xml", "docProps/core.xml"} <= changed
-    assert all(n in ("word/document.xml", "docProps/core.xml") or n.startswith(("word/header", "word/footer"))
-               for n in changed)
-
-
 def test_docx_hyperlink_and_tab_survive():
     d = docx.Document()
     p = d.add_paragraph("Visita ")
@@ -435,3 +425,18 @@ def test_docx_hyperlink_and_text_box_paragraphs():
     inner = body.find(f".//{w}txbxContent/{w}p")
     assert "".join(t.text for t in inner.iter(f"{w}t")) == "TEXTO EN CAJA"
     assert result.paragraphs[0].text.startswith("LEA ")
+
+
+@pytest.mark.parametrize("name,make,with_text", [
+    ("a.docx", make_docx, ("word/document.xml", "word/header", "word/footer", "docProps/core.xml")),
+    ("a.pptx", make_pptx, ("ppt/slides/slide", "ppt/notesSlides/notesSlide", "docProps/core.xml")),
+    ("a.odt", make_odt, ("content.xml", "styles.xml", "meta.xml")),
+    ("a.epub", make_epub, ("EPUB/c1.xhtml", "EPUB/nav.xhtml", "EPUB/toc.ncx", "EPUB/content.opf")),
+])
+def test_package_members_without_text_are_copied_byte_for_byte(name, make, with_text):
+    source = make()
+    before, after = zipfile.ZipFile(io.BytesIO(source)), zipfile.ZipFile(io.BytesIO(translated(name, source)))
+    assert [(i.filename, i.compress_type) for i in before.infolist()] == \
+        [(i.filename, i.compress_type) for i in after.infolist()]
+    changed = {n for n in before.namelist() if before.read(n) != after.read(n)}
+    assert changed and all(n.startswith(with_text) for n in changed), changed

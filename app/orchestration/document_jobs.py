@@ -29,6 +29,7 @@ from model.text.documents import DocumentError
 log = logging.getLogger("app.orchestration.document_jobs")
 
 FINISHED = ("done", "failed", "cancelled")
+STALE_MIN_S, STALE_TIMEOUTS = 120.0, 4
 _ID = re.compile(r"[0-9a-f]{32}")
 
 
@@ -49,10 +50,15 @@ def write_atomically(path: Path, data: bytes) -> None:
 
 
 class JobStore:
-    """The job folders under DOCUMENTS_DIR."""
+    """The job folders under DOCUMENTS_DIR.
 
-    def __init__(self, folder: Path, expiry_s: float):
-        self.folder, self.expiry_s = folder, expiry_s
+    A job whose state has not changed for `stale_s` while queued or running is reported failed: the
+    replica running it stopped (a restart, a crash). Its runner, if alive after all, writes again and
+    the job is live again.
+    """
+
+    def __init__(self, folder: Path, expiry_s: float, stale_s: float):
+        self.folder, self.expiry_s, self.stale_s = folder, expiry_s, stale_s
 
     def create(self, filename: str, data: bytes, options: DocumentOptions, total: int) -> str:
         self.expire()
@@ -71,12 +77,18 @@ class JobStore:
         return self.folder / job_id / name
 
     def state(self, job_id: str) -> dict:
+        path = self.path(job_id, "state.json")
         try:
-            state = json.loads(self.path(job_id, "state.json").read_bytes())
+            state, changed = json.loads(path.read_bytes()), path.stat().st_mtime
         except FileNotFoundError:  # expired between the check and the read
             raise UnknownJob(job_id) from None
-        if state["status"] not in FINISHED and self.path(job_id, "cancelled").exists():
+        if state["status"] in FINISHED:
+            return state
+        if self.path(job_id, "cancelled").exists():
             state.update(status="cancelled", eta_s=None)
+        elif time.time() - changed > self.stale_s:
+            state.update(status="failed", eta_s=None, error=f"interrupted: no progress for {self.stale_s:g} s (the "
+                         "server translating it stopped); submit it again")
         return state
 
     def cancel(self, job_id: str) -> None:
@@ -117,7 +129,9 @@ class DocumentJobs:
     def __init__(self, translator: Translator):
         settings = translator.settings
         self.translator = translator
-        self.store = JobStore(settings.documents_dir, settings.document_expiry_s)
+        # A slice decodes within REQUEST_TIMEOUT_S; a runner silent for several of them is gone.
+        self.store = JobStore(settings.documents_dir, settings.document_expiry_s,
+                              stale_s=max(STALE_MIN_S, STALE_TIMEOUTS * settings.request_timeout_s))
         self.tasks: set[asyncio.Task] = set()
 
     def submit(self, filename: str, data: bytes, options: DocumentOptions) -> dict:
