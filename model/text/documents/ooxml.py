@@ -92,7 +92,7 @@ def _read(data: bytes, limits: Limits, dialect: Dialect) -> Extracted:
             paragraphs = [_Paragraph(e, dialect) for e in tree.getroot().iter(dialect.paragraph)]
             found = [(p.segment, p.write) for p in paragraphs]
         for segment, write_one in found:
-            if segment is not None and has_words(segment):
+            if has_words(segment):
                 writers.append((len(segments), write_one))
                 segments.append(segment)
 
@@ -130,8 +130,7 @@ class _Paragraph:
             texts[_style(run, dialect)] = texts.get(_style(run, dialect), 0) + len(self._text(run))
         self.base = max(texts, key=texts.get) if texts else None
         self.base_run = next((_template(r, dialect) for r in runs if _style(r, dialect) == self.base), None)
-        body = self._markup(list(p))
-        self.segment = body if any(any(c.isalpha() for c in self._text(r)) for r in runs) else None
+        self.segment = self._markup(list(p))
 
     # --- reading -------------------------------------------------------------------------------
 
