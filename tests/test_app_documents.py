@@ -298,3 +298,12 @@ async def test_source_auto_and_a_named_glossary(tiny_weights, tmp_path):
         assert named.status_code == 200 and named.content.decode().count("feline") == 2
         unknown = await post_file(client, "a.txt", text, glossary_name="nope")
         assert unknown.status_code == 422 and "no glossary 'nope'" in unknown.text
+
+
+async def test_a_folder_that_cannot_be_written_is_503_not_a_crash(tiny_weights, tmp_path):
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a folder")
+    async with serving(tiny_weights, documents_dir=blocked / "jobs") as client:
+        response = await post_file(client, "a.txt", b"Hola", path="/documents/jobs")
+        assert response.status_code == 503 and "DOCUMENTS_DIR" in response.json()["detail"]
+        assert response.headers["retry-after"]

@@ -51,12 +51,15 @@ class Upload:
 
 
 async def upload(
-    file: Annotated[UploadFile, File(description="The document; its name's suffix says its format.")],
-    source: Annotated[str, Form(description="Language of the document, or `auto`.")],
-    target: Annotated[str, Form(description="Language to translate into.")],
-    strategy: Annotated[Literal["greedy", "beam"], Form(description="Decoding strategy.")] = "greedy",
-    beam_size: Annotated[int, Form(description="Beam size (beam search).")] = 4,
-    glossary_name: Annotated[str | None, Form(description="A named glossary (GET /glossaries).")] = None,
+    file: Annotated[UploadFile, File(description="The document; its name's suffix says its format "
+                                     "(GET /documents/formats).", examples=["informe.docx"])],
+    source: Annotated[str, Form(description="Language of the document, or `auto`.", examples=["es"])],
+    target: Annotated[str, Form(description="Language to translate into.", examples=["en"])],
+    strategy: Annotated[Literal["greedy", "beam"], Form(description="Decoding strategy.",
+                                                        examples=["greedy"])] = "greedy",
+    beam_size: Annotated[int, Form(description="Beam size (beam search).", examples=[4])] = 4,
+    glossary_name: Annotated[str | None, Form(description="A named glossary (GET /glossaries).",
+                                              examples=[None])] = None,
 ) -> Upload:
     try:
         options = DocumentOptions(source=source, target=target, strategy=strategy, beam_size=beam_size,

@@ -515,9 +515,12 @@ class DocumentOptions(BaseModel):
 
     source: str = Field(description=f"Language of the document: {KNOWN}, or `auto` to detect it.", examples=["es"])
     target: str = Field(description="Language to translate into.", examples=["en"])
-    strategy: Literal["greedy", "beam"] = Field("greedy", description="As `decoding.strategy` of /translate.")
-    beam_size: int = Field(4, ge=1, description="As `decoding.beam_size` (beam search only; MAX_BEAM_SIZE).")
-    glossary_name: str | None = Field(None, description="A named glossary (GET /glossaries), as on /translate.")
+    strategy: Literal["greedy", "beam"] = Field("greedy", description="As `decoding.strategy` of /translate.",
+                                                examples=["greedy"])
+    beam_size: int = Field(4, ge=1, description="As `decoding.beam_size` (beam search only; MAX_BEAM_SIZE).",
+                           examples=[4])
+    glossary_name: str | None = Field(None, description="A named glossary (GET /glossaries), as on /translate.",
+                                      examples=[None])
 
     _source = field_validator("source")(check_source)
     _target = field_validator("target")(check_language)
@@ -536,6 +539,8 @@ class DocumentJob(BaseModel):
     eta_s: float | None = Field(description="Seconds left, from the pace so far (null until measured).",
                                 examples=[42.5])
     error: str | None = Field(None, description="Why the job failed.", examples=[None])
+    untranslated: int | None = Field(None, description="Once done: segments left as they were, over MAX_CHARS or "
+                                     "the token limit.", examples=[0])
     result_url: str | None = Field(None, description="Where to download the result, once done.",
                                    examples=["/documents/jobs/3f2a9c0d4b5e6f708192a3b4c5d6e7f8/result"])
 

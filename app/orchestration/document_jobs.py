@@ -22,6 +22,7 @@ import uuid
 from pathlib import Path
 
 from app.api.schemas import DocumentOptions
+from app.errors import Unavailable
 from app.orchestration import documents
 from app.orchestration.translator import Translator
 from model.text.documents import DocumentError
@@ -30,6 +31,7 @@ log = logging.getLogger("app.orchestration.document_jobs")
 
 FINISHED = ("done", "failed", "cancelled")
 STALE_MIN_S, STALE_TIMEOUTS = 120.0, 4
+RETRY_STORAGE_S = 60  # a folder that cannot be written needs an operator, not a quick retry
 _ID = re.compile(r"[0-9a-f]{32}")
 
 
@@ -137,7 +139,7 @@ class DocumentJobs:
     def submit(self, filename: str, data: bytes, options: DocumentOptions) -> dict:
         """Check the document, store it and start translating it; its first state. DocumentError if unreadable."""
         extracted = documents.extract(filename, data, self.translator.settings)
-        job_id = self.store.create(filename, data, options, len(extracted.segments))
+        job_id = self._create(filename, data, options, len(extracted.segments))
         task = asyncio.create_task(self._run(job_id, extracted, options), name=f"document-{job_id}")
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
@@ -145,10 +147,18 @@ class DocumentJobs:
 
     def keep(self, filename: str, data: bytes, options: DocumentOptions, result: bytes) -> str:
         """Store a document translated synchronously as a finished job (LibreTranslate's download URL); its id."""
-        job_id = self.store.create(filename, data, options, 0)
+        job_id = self._create(filename, data, options, 0)
         write_atomically(self.store.path(job_id, "result"), result)
         self.store.update(job_id, status="done", eta_s=0.0)
         return job_id
+
+    def _create(self, filename: str, data: bytes, options: DocumentOptions, total: int) -> str:
+        try:
+            return self.store.create(filename, data, options, total)
+        except OSError as e:  # a deployment without a writable DOCUMENTS_DIR: the operator's to fix, and it says so
+            log.error("document jobs cannot be stored in %s: %s", self.store.folder, e)
+            raise Unavailable(503, f"this server cannot store documents (DOCUMENTS_DIR: {e.strerror})",
+                              RETRY_STORAGE_S) from None
 
     def cancel(self, job_id: str) -> dict:
         if self.store.state(job_id)["status"] not in FINISHED:
