@@ -307,3 +307,14 @@ async def test_a_folder_that_cannot_be_written_is_503_not_a_crash(tiny_weights, 
         response = await post_file(client, "a.txt", b"Hola", path="/documents/jobs")
         assert response.status_code == 503 and "DOCUMENTS_DIR" in response.json()["detail"]
         assert response.headers["retry-after"]
+
+
+async def test_a_segment_over_a_limit_is_left_as_it_was_and_counted(tiny_weights, tmp_path):
+    long_line = "El gato come pescado y el perro duerme en casa. " * 3
+    text = f"{PAIRS[0][0]}\n{long_line}\n{PAIRS[1][0]}\n".encode()
+    async with serving(tiny_weights, documents_dir=tmp_path, max_chars=100) as client:
+        job = (await post_file(client, "a.txt", text, path="/documents/jobs")).json()
+        state = await wait_finished(client, job["id"])
+        assert state["status"] == "done" and state["untranslated"] == 1
+        lines = (await client.get(f"/documents/jobs/{job['id']}/result")).text.split("\n")
+    assert lines[1] == long_line and lines[0] != PAIRS[0][0] and lines[2] != PAIRS[1][0]
