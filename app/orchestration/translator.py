@@ -53,8 +53,9 @@ class Translator:
             await thread.run(torch.set_num_threads, s.torch_threads)
         self.glossaries = load_glossaries(s.glossaries_dir)
         try:
-            self.models = await thread.run(load_all, s.weights_dir, s.device, s.dtype, s.quantize, s.engine)
-            self.decoder.use_lanes(self.models, await thread.run(torch.get_num_threads))
+            models = await thread.run(load_all, s.weights_dir, s.device, s.dtype, s.quantize, s.engine)
+            self.decoder.use_lanes(models, await thread.run(torch.get_num_threads))
+            self.models = models  # ready only now: a text taken between the two would miss the lanes
         except ModelLoadError as e:
             self.problem = str(e)
             log.error("serving no model: %s", e)
