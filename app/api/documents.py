@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Annotated, Literal
 from urllib.parse import quote
 
@@ -43,11 +44,13 @@ def _errors(*codes: int) -> dict:
     return {code: {"description": ERRORS[code], "model": ErrorMessage} for code in codes}
 
 
+@dataclass
 class Upload:
     """The multipart form of a document route: `file` and the translation options."""
 
-    def __init__(self, filename: str, data: bytes, options: DocumentOptions):
-        self.filename, self.data, self.options = filename, data, options
+    filename: str
+    data: bytes
+    options: DocumentOptions
 
 
 async def upload(

@@ -126,7 +126,7 @@ async def translate_file(request: Request, form: UploadDep, translator: Translat
     fetched as given (GET /download_file/{name}). Formats: `supportedFilesFormat` of /frontend/settings."""
     data = await unless_disconnected(request, documents.translate_small(translator, form.filename, form.data,
                                                                         form.options))
-    job_id = jobs.keep(form.filename, form.data, form.options, data)
+    job_id = jobs.keep(form.filename, form.data, data)
     return {"translatedFileUrl": str(request.url_for("download_file", name=f"{job_id}.{form.filename}"))}
 
 

@@ -62,13 +62,12 @@ class JobStore:
     def __init__(self, folder: Path, expiry_s: float, stale_s: float):
         self.folder, self.expiry_s, self.stale_s = folder, expiry_s, stale_s
 
-    def create(self, filename: str, data: bytes, options: DocumentOptions, total: int) -> str:
+    def create(self, filename: str, data: bytes, total: int) -> str:
         self.expire()
         job_id = uuid.uuid4().hex
         folder = self.folder / job_id
         folder.mkdir(parents=True)
         write_atomically(folder / "source", data)
-        write_atomically(folder / "options.json", options.model_dump_json().encode())
         self.save(job_id, {"id": job_id, "filename": filename, "status": "queued", "segments_done": 0,
                            "segments_total": total, "eta_s": None, "started": time.time()})
         return job_id
@@ -139,22 +138,22 @@ class DocumentJobs:
     def submit(self, filename: str, data: bytes, options: DocumentOptions) -> dict:
         """Check the document, store it and start translating it; its first state. DocumentError if unreadable."""
         extracted = documents.extract(filename, data, self.translator.settings)
-        job_id = self._create(filename, data, options, len(extracted.segments))
+        job_id = self._create(filename, data, len(extracted.segments))
         task = asyncio.create_task(self._run(job_id, extracted, options), name=f"document-{job_id}")
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
         return self.store.state(job_id)
 
-    def keep(self, filename: str, data: bytes, options: DocumentOptions, result: bytes) -> str:
+    def keep(self, filename: str, data: bytes, result: bytes) -> str:
         """Store a document translated synchronously as a finished job (LibreTranslate's download URL); its id."""
-        job_id = self._create(filename, data, options, 0)
+        job_id = self._create(filename, data, 0)
         write_atomically(self.store.path(job_id, "result"), result)
         self.store.update(job_id, status="done", eta_s=0.0)
         return job_id
 
-    def _create(self, filename: str, data: bytes, options: DocumentOptions, total: int) -> str:
+    def _create(self, filename: str, data: bytes, total: int) -> str:
         try:
-            return self.store.create(filename, data, options, total)
+            return self.store.create(filename, data, total)
         except OSError as e:  # a deployment without a writable DOCUMENTS_DIR: the operator's to fix, and it says so
             log.error("document jobs cannot be stored in %s: %s", self.store.folder, e)
             raise Unavailable(503, f"this server cannot store documents (DOCUMENTS_DIR: {e.strerror})",
@@ -193,5 +192,4 @@ class DocumentJobs:
             store.update(job_id, status="failed", error=str(e), eta_s=None)
         except Exception as e:  # the job's state says it failed; the server log says why
             log.exception("document job %s failed", job_id)
-            if not isinstance(e, asyncio.CancelledError):
-                store.update(job_id, status="failed", error=f"{type(e).__name__}: {e}", eta_s=None)
+            store.update(job_id, status="failed", error=f"{type(e).__name__}: {e}", eta_s=None)
