@@ -318,3 +318,18 @@ async def test_a_segment_over_a_limit_is_left_as_it_was_and_counted(tiny_weights
         assert state["status"] == "done" and state["untranslated"] == 1
         lines = (await client.get(f"/documents/jobs/{job['id']}/result")).text.split("\n")
     assert lines[1] == long_line and lines[0] != PAIRS[0][0] and lines[2] != PAIRS[1][0]
+
+
+async def test_a_sentence_across_subtitle_cues_keeps_every_cue_and_timing(client):
+    import srt
+
+    es = PAIRS[3][0].rstrip(".").split(" ")  # "El perro duerme en casa."
+    cues = srt.compose([
+        srt.Subtitle(1, srt.timedelta(seconds=1), srt.timedelta(seconds=2), " ".join(es[:3])),
+        srt.Subtitle(2, srt.timedelta(seconds=2), srt.timedelta(seconds=3), " ".join(es[3:]) + "."),
+    ])
+    response = await post_file(client, "a.srt", cues.encode())
+    assert response.status_code == 200
+    after = list(srt.parse(response.content.decode()))
+    assert [(c.index, c.start, c.end) for c in after] == [(c.index, c.start, c.end) for c in srt.parse(cues)]
+    assert "<img" not in response.text and " ".join(c.content for c in after) != " ".join(es) + "."

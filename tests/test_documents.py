@@ -226,6 +226,23 @@ def test_srt_cues_and_timings_identical():
     assert after[1].content == "MUY BIEN."
 
 
+def test_a_sentence_across_cues_is_one_segment_cut_back_at_the_aligned_break():
+    cues = srt.compose([
+        srt.Subtitle(1, srt.timedelta(seconds=1), srt.timedelta(seconds=2), "El gato negro y blanco"),
+        srt.Subtitle(2, srt.timedelta(seconds=2), srt.timedelta(seconds=3), "come."),
+        srt.Subtitle(3, srt.timedelta(seconds=4), srt.timedelta(seconds=5), "Fin."),
+    ])
+    extracted = documents.read("a.srt", cues.encode())
+    assert len(extracted.segments) == 2 and extracted.segments[0].startswith("El gato negro y blanco <img")
+    after = list(srt.parse(extracted.write([shout(s) for s in extracted.segments]).decode()))
+    assert [c.content for c in after] == ["EL GATO NEGRO Y BLANCO", "COME.", "FIN."]
+    assert [(c.start, c.end) for c in after] == [(c.start, c.end) for c in srt.parse(cues)]
+    # A translation whose break came out at an end is cut by the cues' lengths instead.
+    moved = extracted.segments[0].replace(' <img data-cue=""> ', " ") + '<img data-cue="">'
+    after = list(srt.parse(extracted.write([shout(moved), extracted.segments[1]]).decode()))
+    assert [c.content for c in after][:2] == ["EL GATO NEGRO Y BLANCO", "COME."]
+
+
 def test_vtt_cues_timings_and_header(tmp_path):
     vtt = webvtt.WebVTT()
     vtt.captions.append(webvtt.Caption("00:00:01.000", "00:00:02.500", "Buenos días"))

@@ -1,10 +1,15 @@
-"""Subtitles (.srt, .vtt): each cue's text is a segment; cue numbers, timings, settings, headers,
-notes and styles stay byte for byte. A translated cue keeps its number of lines (split at the
-spaces nearest the original proportions), and its inline tags (<i>, <b>, <font>, <c.class>) ride on
-the aligned words."""
+"""Subtitles (.srt, .vtt): the cues' text is translated; cue numbers, timings, settings, headers,
+notes and styles stay byte for byte.
+
+A sentence that runs across cues is one segment, so the model translates it whole; the cue breaks
+inside it are elements with no text, which the alignment puts after the target word aligned to each
+cue's last word, and the translation is cut back into the cues there. A translated cue keeps its
+number of lines (split at the spaces nearest the original proportions), and its inline tags (<i>,
+<b>, <font>) ride on the aligned words."""
 
 from __future__ import annotations
 
+import itertools
 import re
 
 import srt
@@ -19,7 +24,11 @@ from model.text.documents.base import (
     text_markup,
 )
 
-_BLOCKS = re.compile(r"\n[ \t]*\n")
+# Between two cues of one segment: an element with no text, which the alignment places like a line break.
+CUE_BREAK = '<img data-cue="">'
+_CUE_BREAK = re.compile(r'\s*<img data-cue="">\s*')
+# A cue ends a sentence when its text ends so (closing quotes, brackets and tags aside).
+_SENTENCE_END = re.compile(r"[.!?…:;♪](?:[\s\"'»”’)\]]|<[^>]*>)*$")
 
 
 def read_srt(data: bytes, limits: Limits) -> Extracted:
@@ -53,15 +62,41 @@ def _cues(data: bytes, text: str) -> Extracted:
                 cues.append((first, end))
             i = end
         i += 1
-    segments = [text_markup(" ".join(line.strip() for line in lines[a:b])) for a, b in cues]
+    texts = [" ".join(line.strip() for line in lines[a:b]) for a, b in cues]
+    groups = _sentences(texts)
+    segments = [f" {CUE_BREAK} ".join(text_markup(texts[i]) for i in group) for group in groups]
 
     def write(translations: list[str]) -> bytes:
         out = list(lines)
-        for (a, b), t in reversed(list(zip(cues, translations))):
-            out[a:b] = split_lines(markup_text(t), [len(line) for line in lines[a:b]])
+        pieces = [piece for group, t in zip(groups, translations) for piece in _cue_texts(t, [texts[i] for i in group])]
+        for (a, b), piece in reversed(list(zip(cues, pieces))):
+            out[a:b] = split_lines(piece, [len(line) for line in lines[a:b]])
         return encode_text(newline.join(out), data)
 
     return Extracted(data, segments, write)
+
+
+def _sentences(texts: list[str]) -> list[list[int]]:
+    """Cues grouped so that a sentence running across cues is one segment (the model sees it whole)."""
+    groups: list[list[int]] = []
+    for i in range(len(texts)):
+        if groups and not _SENTENCE_END.search(texts[groups[-1][-1]]):
+            groups[-1].append(i)
+        else:
+            groups.append([i])
+    return groups
+
+
+def _cue_texts(translation: str, sources: list[str]) -> list[str]:
+    """A group's translation cut back into its cues at the breaks, which the alignment placed after the
+    target word aligned to the last source word of each cue; an empty cue is cut by length instead."""
+    pieces = [markup_text(piece).strip() for piece in _CUE_BREAK.split(translation)]
+    if len(pieces) == len(sources) and all(pieces):
+        return pieces
+    words = " ".join(pieces).split()
+    total = sum(map(len, sources)) or 1
+    bounds = [0] + [round(len(words) * done / total) for done in itertools.accumulate(map(len, sources))]
+    return [" ".join(words[start:end]) for start, end in zip(bounds, bounds[1:])]
 
 
 def split_lines(text: str, lengths: list[int]) -> list[str]:
