@@ -192,7 +192,7 @@ def formatted_runs(segment: str) -> int:
 
 def texts_of(data: bytes, suffix: str) -> tuple[list[str], list[int]]:
     """A file's paragraphs' texts and formatted runs, as our reader sees them (the gettext and XLIFF
-    writers put the translation in msgstr / target: read those)."""
+    writers put the translation in msgstr / target, and subtitles are read cue by cue)."""
     if suffix == ".po":
         import polib
 
@@ -204,6 +204,13 @@ def texts_of(data: bytes, suffix: str) -> tuple[list[str], list[int]]:
         units = etree.fromstring(data).iter("{urn:oasis:names:tc:xliff:document:1.2}trans-unit")
         found = [u.find("{*}target") if u.find("{*}target") is not None else u.find("{*}source") for u in units]
         return ["".join(t.itertext()) for t in found], [len(t) for t in found]
+    if suffix in (".srt", ".vtt"):  # per cue (the reader joins cues that continue a sentence)
+        import srt
+        import webvtt
+
+        cues = [c.content for c in srt.parse(data.decode())] if suffix == ".srt" else \
+            [c.raw_text for c in webvtt.from_buffer(io.StringIO(data.decode()))]
+        return [html.unescape(_TAGS.sub("", c)).replace("\n", " ") for c in cues], [formatted_runs(c) for c in cues]
     segments = documents.read(f"x{suffix}", data).segments
     return [html.unescape(_TAGS.sub("", s)) for s in segments], [formatted_runs(s) for s in segments]
 

@@ -1,7 +1,8 @@
 """Subtitles (.srt, .vtt): the cues' text is translated; cue numbers, timings, settings, headers,
 notes and styles stay byte for byte.
 
-A sentence that runs across cues is one segment, so the model translates it whole; the cue breaks
+A sentence that runs across cues (a cue that ends no sentence, and a next one that starts in lower
+case) is one segment, so the model translates it whole; the cue breaks
 inside it are elements with no text, which the alignment puts after the target word aligned to each
 cue's last word, and the translation is cut back into the cues there. A translated cue keeps its
 number of lines (split at the spaces nearest the original proportions), and its inline tags (<i>,
@@ -28,6 +29,8 @@ from model.text.documents.base import (
 CUE_BREAK = '<img data-cue="">'
 _CUE_BREAK = re.compile(r'\s*<img data-cue="">\s*')
 # A cue ends a sentence when its text ends so (closing quotes, brackets and tags aside).
+# What may come before a cue's first word: tags, dashes, ellipses, opening marks.
+_LEAD = re.compile(r"(?:<[^>]*>|[\s\-–—.…¿¡\"'«“])*")
 _SENTENCE_END = re.compile(r"[.!?…:;♪](?:[\s\"'»”’)\]]|<[^>]*>)*$")
 
 
@@ -77,14 +80,20 @@ def _cues(data: bytes, text: str) -> Extracted:
 
 
 def _sentences(texts: list[str]) -> list[list[int]]:
-    """Cues grouped so that a sentence running across cues is one segment (the model sees it whole)."""
+    """Cues grouped so that a sentence running across cues is one segment (the model sees it whole): a cue
+    joins the one before when that one ends no sentence and this one starts in lower case."""
     groups: list[list[int]] = []
-    for i in range(len(texts)):
-        if groups and not _SENTENCE_END.search(texts[groups[-1][-1]]):
+    for i, text in enumerate(texts):
+        if groups and not _SENTENCE_END.search(texts[groups[-1][-1]]) and _continues(text):
             groups[-1].append(i)
         else:
             groups.append([i])
     return groups
+
+
+def _continues(text: str) -> bool:
+    """Whether a cue's first word is in lower case: the sentence of the cue before goes on."""
+    return text[_LEAD.match(text).end():][:1].islower()
 
 
 def _cue_texts(translation: str, sources: list[str]) -> list[str]:
