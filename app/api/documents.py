@@ -132,7 +132,10 @@ async def events(request: Request, job_id: str, first: Annotated[dict, Depends(_
             if name != "progress":
                 return
         await asyncio.sleep(POLL_S)
-        state = _state(jobs, job_id)
+        try:
+            state = jobs.store.state(job_id)
+        except UnknownJob:  # expired while followed: nothing more will happen to it
+            return
 
 
 @router.get("/jobs/{job_id}/result", summary="Download a finished job's file", responses={
