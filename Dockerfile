@@ -46,11 +46,16 @@ RUN (command -v cc >/dev/null || (apt-get update && apt-get install -y --no-inst
       && rm -rf /var/lib/apt/lists/*)) \
  && TRANSLATE_ENGINE_CACHE="$VIRTUAL_ENV/lib/engine" python -m model.engine
 
+RUN mkdir document-jobs
+
 FROM ${PYTHON_IMAGE} AS runtime
 # A fixed numeric uid, so that Kubernetes' runAsNonRoot can verify it (deploy/kubernetes uses 10001 too).
 RUN groupadd --system --gid 10001 app \
  && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin app
 COPY --from=build /opt/venv /opt/venv
+# Document jobs (uploads, states, results) are the one thing the app writes: an empty folder the app user owns.
+# Mount a volume there to keep them, the same one on every replica to have them serve each other's jobs.
+COPY --from=build --chown=10001:10001 /src/document-jobs /app/document-jobs
 WORKDIR /app
 COPY weights ./weights
 COPY glossaries ./glossaries
@@ -63,6 +68,7 @@ ENV PATH=/opt/venv/bin:${PATH} \
     TRANSLATE_ENGINE_CACHE=/opt/venv/lib/engine \
     WEIGHTS_DIR=/app/weights \
     GLOSSARIES_DIR=/app/glossaries \
+    DOCUMENTS_DIR=/app/document-jobs \
     DEVICE=auto \
     DTYPE=auto \
     LOG_LEVEL=info

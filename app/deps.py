@@ -10,6 +10,7 @@ from fastapi import Depends, Request
 from starlette.exceptions import HTTPException
 
 from app.metrics import Metrics
+from app.orchestration.document_jobs import DocumentJobs
 from app.orchestration.translator import Translator
 
 T = TypeVar("T")
@@ -27,7 +28,12 @@ async def get_metrics(request: Request) -> Metrics:
     return request.app.state.metrics
 
 
+async def get_document_jobs(request: Request) -> DocumentJobs:
+    return request.app.state.document_jobs
+
+
 TranslatorDep = Annotated[Translator, Depends(get_translator)]
+DocumentJobsDep = Annotated[DocumentJobs, Depends(get_document_jobs)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 
 

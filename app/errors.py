@@ -15,6 +15,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
+from model.text.documents import DocumentError, supported
+
 log = logging.getLogger("app.errors")
 
 LIBRETRANSLATE_PREFIX = "/compat/libretranslate"
@@ -39,6 +41,11 @@ class Unavailable(Exception):
 # LibreTranslate answers every bad request with 400 and a refused key with 403, and its clients
 # branch on those codes (one library raises its BadRequestError on 400 only).
 LIBRETRANSLATE_STATUS = {401: 403, 415: 400, 422: 400}
+
+
+# A document that cannot be translated, by why: a format we do not read (or a file that is not what its
+# name says) is 415, a package past the size or member limits 413, anything else about its content 422.
+DOCUMENT_STATUS = {"unsupported": 415, "mismatched": 415, "too_large": 413}
 
 
 def error_response(request: Request, status_code: int, detail, headers: dict | None = None) -> JSONResponse:
@@ -81,6 +88,11 @@ async def _unavailable(request: Request, exc: Unavailable) -> JSONResponse:
     return error_response(request, exc.status_code, exc.detail, {"Retry-After": str(exc.retry_after_s)})
 
 
+async def _document_error(request: Request, exc: DocumentError) -> JSONResponse:
+    status = DOCUMENT_STATUS.get(exc.kind, 422)
+    return error_response(request, status, f"{exc}; supported formats: {supported()}" if status == 415 else str(exc))
+
+
 async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
     return error_response(request, exc.status_code, exc.detail, exc.headers)
 
@@ -97,5 +109,6 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation_failed)
     app.add_exception_handler(InputError, _input_error)
     app.add_exception_handler(Unavailable, _unavailable)
+    app.add_exception_handler(DocumentError, _document_error)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected)

@@ -14,9 +14,10 @@ from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
 from app import errors
-from app.api import libretranslate, openapi, routes
+from app.api import documents, libretranslate, openapi, routes
 from app.metrics import Metrics
 from app.middleware import ApiKeys, BodyLimit, RateLimit, RequestLog
+from app.orchestration.document_jobs import DocumentJobs
 from app.orchestration.translator import Translator
 from app.settings import Settings
 
@@ -43,6 +44,7 @@ def create_app(settings: Settings | None = None, on_load_failure: Callable[[], N
     settings = settings or Settings()
     metrics = Metrics()
     translator = Translator(settings, metrics)
+    document_jobs = DocumentJobs(translator)
 
     async def load_models() -> None:
         await translator.start()  # logs the one line that says which file failed and why
@@ -56,6 +58,7 @@ def create_app(settings: Settings | None = None, on_load_failure: Callable[[], N
         loading = asyncio.create_task(load_models(), name="load-models")
         yield
         loading.cancel()
+        await document_jobs.stop()
         await translator.stop()
 
     app = FastAPI(
@@ -67,12 +70,13 @@ def create_app(settings: Settings | None = None, on_load_failure: Callable[[], N
         redoc_url=None,
     )
     app.state.settings, app.state.metrics, app.state.translator = settings, metrics, translator
+    app.state.document_jobs = document_jobs
     errors.install(app)
     # Added innermost first: RequestLog sees every answer, CORS headers go on refusals too, the body
     # is capped before anything reads it, and a request without a valid key uses no rate budget.
     app.add_middleware(RateLimit, per_minute=settings.rate_limit_per_minute, metrics=metrics)
     app.add_middleware(ApiKeys, keys=settings.api_key_list)
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, max_upload_bytes=settings.document_max_bytes)
     if settings.cors_origin_list:
         app.add_middleware(
             CORSMiddleware, allow_origins=settings.cors_origin_list, allow_methods=["GET", "POST"],
@@ -82,6 +86,7 @@ def create_app(settings: Settings | None = None, on_load_failure: Callable[[], N
     app.add_middleware(RequestLog, metrics=metrics)
     app.include_router(routes.router)
     app.include_router(libretranslate.router)
+    app.include_router(documents.router)
     if routes.STATIC_DIR.is_dir():  # the viewer's assets ship with the package
         app.mount("/static", StaticFiles(directory=routes.STATIC_DIR), name="static")
     app.openapi = lambda: openapi.document(app, settings)

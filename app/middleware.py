@@ -29,7 +29,10 @@ JSON_TYPES = ("application/json",)
 # Routes open without an API key and outside rate limits: probes and scrapers, which carry no key,
 # and the pages that describe the API (the docs, the viewer's page and assets), which hold no data.
 OPEN_PATHS = frozenset({"/health", "/ready", "/metrics", "/", "/docs", "/openapi.json"})
-OPEN_PREFIXES = ("/static/",)
+# A translated document's LibreTranslate URL is fetched "as given" (no key); its unguessable job id is the key.
+OPEN_PREFIXES = ("/static/", f"{LIBRETRANSLATE_PREFIX}/download_file/")
+# Routes that take a document upload: their body limit is DOCUMENT_MAX_BYTES instead of MAX_BODY_BYTES.
+UPLOAD_PATHS = ("/documents/translate", "/documents/jobs", f"{LIBRETRANSLATE_PREFIX}/translate_file")
 
 
 def is_open(path: str) -> bool:
@@ -81,11 +84,12 @@ class RequestLog:
 
 
 class BodyLimit:
-    """Reads the whole body before the app does, answering 413 past MAX_BODY_BYTES and 400 for JSON
-    that is not UTF-8, so neither reaches the JSON parser (which would say only "error parsing the body")."""
+    """Reads the whole body before the app does, answering 413 past MAX_BODY_BYTES (DOCUMENT_MAX_BYTES on
+    the document uploads) and 400 for JSON that is not UTF-8, so neither reaches the JSON parser (which
+    would say only "error parsing the body")."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int):
-        self.app, self.max_bytes = app, max_bytes
+    def __init__(self, app: ASGIApp, max_bytes: int, max_upload_bytes: int | None = None):
+        self.app, self.max_bytes, self.max_upload_bytes = app, max_bytes, max_upload_bytes or max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -93,14 +97,16 @@ class BodyLimit:
             return
         request = Request(scope)
         declared = request.headers.get("content-length", "")
-        too_large = f"the body is over the limit of {self.max_bytes} bytes (MAX_BODY_BYTES)"
-        if declared.isdigit() and int(declared) > self.max_bytes:
+        limit, setting = ((self.max_upload_bytes, "DOCUMENT_MAX_BYTES") if scope["path"] in UPLOAD_PATHS
+                          else (self.max_bytes, "MAX_BODY_BYTES"))
+        too_large = f"the body is over the limit of {limit} bytes ({setting})"
+        if declared.isdigit() and int(declared) > limit:
             await _refuse(scope, receive, send, 413, too_large)
             return
-        body = await self._read(receive)
+        body = await self._read(receive, limit)
         if body is None:  # the client left before sending it all
             return
-        if len(body) > self.max_bytes:
+        if len(body) > limit:
             await _refuse(scope, receive, send, 413, too_large)
             return
         if request.headers.get("content-type", "").split(";")[0].strip() in JSON_TYPES:
@@ -112,16 +118,16 @@ class BodyLimit:
                 return
         await self.app(scope, _replay(body, receive), send)
 
-    async def _read(self, receive: Receive) -> bytes | None:
-        """The body, or its first MAX_BODY_BYTES + 1 bytes once it is too large; None if the client left."""
+    async def _read(self, receive: Receive, limit: int) -> bytes | None:
+        """The body, or its first `limit` + 1 bytes once it is too large; None if the client left."""
         body = bytearray()
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
                 return None
             body += message.get("body", b"")
-            if not message.get("more_body", False) or len(body) > self.max_bytes:
-                return bytes(body[: self.max_bytes + 1])
+            if not message.get("more_body", False) or len(body) > limit:
+                return bytes(body[: limit + 1])
 
 
 class ApiKeys:

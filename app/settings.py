@@ -46,6 +46,31 @@ class Settings(BaseSettings):
     request_timeout_s: float = Field(30.0, gt=0, description="Queueing plus decoding time before a 503.")
     max_body_bytes: int = Field(512 * 1024, ge=1024, description="Request body size, checked before parsing; 413.")
 
+    document_max_bytes: int = Field(
+        20 * 1024 * 1024, ge=1024, description="Size of an uploaded document (the document routes' body limit, "
+        "instead of MAX_BODY_BYTES); 413 beyond it."
+    )
+    document_max_uncompressed_bytes: int = Field(
+        100 * 1024 * 1024, ge=1024, description="Total uncompressed size of a zip package (docx, pptx, odt, odp, "
+        "epub), read from its directory before anything is expanded; 413 beyond it (zip bombs)."
+    )
+    document_max_members: int = Field(2000, ge=1, description="Members of a zip package; 413 beyond it.")
+    document_sync_max_segments: int = Field(
+        200, ge=1, description="Segments (paragraphs, cells, cues, entries) a document may have on the synchronous "
+        "routes (POST /documents/translate, LibreTranslate's /translate_file); larger ones go through the job API."
+    )
+    document_slice: int = Field(
+        8, ge=1, description="Segments of a document decoded together; between two slices other requests are "
+        "admitted, so a long document never starves short texts."
+    )
+    documents_dir: Path = Field(
+        Path("document-jobs"), description="Folder of document jobs (upload, state, result), written atomically; "
+        "replicas that share it serve each other's jobs."
+    )
+    document_expiry_s: float = Field(
+        24 * 3600.0, gt=0, description="Seconds a document job (and its result) is kept after its last change."
+    )
+
     batching: bool = Field(True, description="Decode concurrent requests together.")
     continuous_batching: bool = Field(
         True, description="Greedy texts join a running decode between two steps and leave it with their last "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import platform
@@ -10,8 +11,8 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -73,6 +74,21 @@ def write_result(name: str, payload: dict, results_dir: Path = RESULTS) -> Path:
 
 
 # --- servers on 127.0.0.1 ---------------------------------------------------------------------
+
+
+@asynccontextmanager
+async def app_in_process(weights: Path, timeout: float, **settings: object) -> AsyncIterator[httpx.AsyncClient]:
+    """A client on the real app in this process (2 torch threads), once it is ready; `settings` as Settings takes."""
+    from app.main import create_app  # the app pulls in torch: only when translating
+    from app.settings import Settings
+
+    app = create_app(Settings(torch_threads=2, weights_dir=weights, **settings))
+    async with app.router.lifespan_context(app):
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://bench",
+                                     timeout=timeout) as client:
+            while (await client.get("/ready")).status_code != 200:
+                await asyncio.sleep(0.2)
+            yield client
 
 
 def free_port() -> int:

@@ -35,7 +35,7 @@ from pathlib import Path
 import httpx
 from sacrebleu.metrics import CHRF
 
-from bench.common import ROOT, cpu_info, write_result
+from bench.common import ROOT, app_in_process, cpu_info, write_result
 from model.text.markup import INLINE_TAGS, VOID_TAGS, MarkupError, Node, parse_html
 from model.training.corpus import documents
 from model.training.data import read_split
@@ -286,24 +286,15 @@ class Run:
 
 async def translate_ours(paragraphs: list[Paragraph], weights: Path, per_request: int) -> dict:
     """{(source, target, format): Run} from the real app in-process, greedy, `per_request` texts a request."""
-    from app.main import create_app  # the app pulls in torch: only when translating
-    from app.settings import Settings
-
-    # A request of 16 long paragraphs on two shared cores can outlast the 30 s serving default.
-    app = create_app(Settings(torch_threads=2, weights_dir=weights, request_timeout_s=3600))
     runs = {}
-    async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://bench",
-                                     timeout=300) as client:
-            while (await client.get("/ready")).status_code != 200:
-                await asyncio.sleep(0.2)
-            for source, target in DIRECTIONS:
-                for fmt in ("html", "text"):
-                    texts = [p.html(source) if fmt == "html" else p.text(source) for p in paragraphs]
-                    runs[source, target, fmt] = await _translate(client, texts, source, target, fmt, per_request)
-                    run = runs[source, target, fmt]
-                    print(f"  ours {source}->{target} {fmt}: {run.seconds:.0f} s, {len(run.failures)} failed",
-                          flush=True)
+    # A request of 16 long paragraphs on two shared cores can outlast the 30 s serving default.
+    async with app_in_process(weights, timeout=300, request_timeout_s=3600) as client:
+        for source, target in DIRECTIONS:
+            for fmt in ("html", "text"):
+                texts = [p.html(source) if fmt == "html" else p.text(source) for p in paragraphs]
+                runs[source, target, fmt] = await _translate(client, texts, source, target, fmt, per_request)
+                run = runs[source, target, fmt]
+                print(f"  ours {source}->{target} {fmt}: {run.seconds:.0f} s, {len(run.failures)} failed", flush=True)
     return runs
 
 

@@ -143,11 +143,20 @@ async def test_detect_ranks_both_languages(client):
     assert missing.status_code == 400 and "q: this field is required" in missing.json()["error"]
 
 
-async def test_frontend_settings_health_and_turned_off_features(client):
+async def test_frontend_settings_health_suggestions_off_and_files_on(client):
     settings = (await client.get("/compat/libretranslate/frontend/settings")).json()
     assert settings["charLimit"] == 2000 and settings["keyRequired"] is False
     assert settings["language"]["source"] == {"code": "auto", "name": "Auto Detect"}
+    assert settings["filesTranslation"] is True and {".docx", ".odt", ".txt", ".epub"} <= set(
+        settings["supportedFilesFormat"])
     assert (await client.get("/compat/libretranslate/health")).json() == {"status": "ok"}
-    for path in ("/compat/libretranslate/suggest", "/compat/libretranslate/translate_file"):
-        response = await client.post(path, data={"q": ES1})
-        assert response.status_code == 403 and "disabled" in response.json()["error"]
+    response = await client.post("/compat/libretranslate/suggest", data={"q": ES1})
+    assert response.status_code == 403 and "disabled" in response.json()["error"]
+
+
+async def test_translate_file_refusals_are_libretranslate_400s(client):
+    response = await client.post("/compat/libretranslate/translate_file", data={"source": "es", "target": "en"})
+    assert response.status_code == 400 and "file" in response.json()["error"]
+    response = await client.post("/compat/libretranslate/translate_file", data={"source": "es", "target": "en"},
+                                 files={"file": ("a.exe", b"MZ")})
+    assert response.status_code == 400 and ".docx" in response.json()["error"]

@@ -151,3 +151,10 @@ async def test_the_language_of_an_html_text_is_read_from_its_text_not_its_tags(c
 async def test_a_prefix_cannot_start_an_html_document(client):
     body = await translate(client, "<p>El gato.</p>", 422, format="html", decoding={"prefix": "The"})
     assert "cannot be used with format html" in body["detail"][0]["msg"]
+
+
+async def test_html_with_no_letters_comes_back_as_written(client):
+    # It has no sentence for the model at all (a bare symbol outside any element once was a 500).
+    for text in ["\U0010745a", "<b>★</b> 2¼"]:
+        (t,) = await translate(client, text, format="html")
+        assert t["text"] == text

@@ -7,8 +7,11 @@ libretranslate-aio with httpx, reading `error` and branching on LibreTranslate's
 
 from __future__ import annotations
 
+import io
 import urllib.error
 
+import docx
+import httpx
 import pytest
 from deep_translator import LibreTranslator
 from libretranslate_aio import LibreTranslate
@@ -17,6 +20,7 @@ from libretranslatepy import LibreTranslateAPI
 
 from bench.common import app_process
 from tests.app_fixtures import PAIRS, tiny_weights  # noqa: F401 (fixture)
+from tests.test_documents import make_docx
 
 (ES1, EN1), (ES2, EN2) = PAIRS[0], PAIRS[1]
 PREFIX = "/compat/libretranslate"
@@ -24,14 +28,17 @@ PREFIX = "/compat/libretranslate"
 
 @pytest.fixture(scope="module")
 def url(tiny_weights, tmp_path_factory):
-    with (tmp_path_factory.mktemp("lt") / "server.log").open("w+b") as log, app_process(tiny_weights, log) as server:
+    jobs = tmp_path_factory.mktemp("lt-jobs")
+    with (tmp_path_factory.mktemp("lt") / "server.log").open("w+b") as log, \
+            app_process(tiny_weights, log, DOCUMENTS_DIR=jobs) as server:
         yield server.url + PREFIX
 
 
 @pytest.fixture(scope="module")
 def keyed_url(tiny_weights, tmp_path_factory):
+    jobs = tmp_path_factory.mktemp("lt-keyed-jobs")
     with (tmp_path_factory.mktemp("lt-keyed") / "server.log").open("w+b") as log, \
-            app_process(tiny_weights, log, API_KEYS="client-key-0123") as server:
+            app_process(tiny_weights, log, API_KEYS="client-key-0123", DOCUMENTS_DIR=jobs) as server:
         yield server.url + PREFIX
 
 
@@ -87,3 +94,27 @@ def test_a_server_with_api_keys_refuses_a_wrong_key_as_libretranslate_does(keyed
         assert client.translate(ES1, "es", "en").translated_text == EN1
     assert LibreTranslator(source="es", target="en", api_key="client-key-0123",
                            custom_url=keyed_url + "/").translate(ES1) == EN1
+
+
+def test_libretranslate_aio_translates_a_file_and_fetches_it_from_the_url_given(url, tmp_path):
+    source = tmp_path / "carta.docx"
+    source.write_bytes(make_docx())
+    with LibreTranslate(url) as client:
+        assert ".docx" in client.frontend_settings().supported_files_format
+        answer = client.translate_file(source, "es", "en")
+    assert answer.translated_file_url.startswith(url + "/download_file/") and answer.translated_file_url.endswith(
+        "carta.docx")
+    fetched = httpx.get(answer.translated_file_url)
+    assert fetched.status_code == 200
+    before, after = docx.Document(io.BytesIO(make_docx())), docx.Document(io.BytesIO(fetched.content))
+    assert len(after.paragraphs) == len(before.paragraphs) and after.paragraphs[0].text != before.paragraphs[0].text
+
+
+def test_a_file_url_needs_no_key_but_translate_file_does(keyed_url, tmp_path):
+    source = tmp_path / "a.txt"
+    source.write_text(ES1, encoding="utf-8")
+    with LibreTranslate(keyed_url, api_key="wrong-key") as client, pytest.raises(ForbiddenError):
+        client.translate_file(source, "es", "en")
+    with LibreTranslate(keyed_url, api_key="client-key-0123") as client:
+        answer = client.translate_file(source, "es", "en")
+    assert httpx.get(answer.translated_file_url).text == EN1

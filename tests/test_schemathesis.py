@@ -52,7 +52,8 @@ def test_fuzzed_requests_get_documented_answers_and_never_a_5xx(setup, tiny_weig
     settings, extra = SETUPS[setup]
     log_path = tmp_path / "server.log"
     with log_path.open("w+b") as log, \
-            app_process(tiny_weights, log, startup_seconds=120, **LIMITS, **settings) as server:
+            app_process(tiny_weights, log, startup_seconds=120, DOCUMENTS_DIR=tmp_path / "jobs", **LIMITS,
+                        **settings) as server:
         command = [sys.executable, "-m", "schemathesis.cli", "run", f"{server.url}/openapi.json",
                    "--checks", ",".join(CHECKS), "--mode", "all", "--seed", "20261127", "--no-shrink",
                    "--workers", "1", "--request-timeout", "30", "--suppress-health-check", "all", *extra]

@@ -39,7 +39,8 @@ def server(tmp_path_factory):
     weights = tmp_path_factory.mktemp("weights")
     build_tiny_model(weights)
     with (weights.parent / "server.log").open("w+b") as log, \
-            app_process(weights, log, DEVICE="cpu", LOG_LEVEL="warning", OMP_NUM_THREADS=1) as running:
+            app_process(weights, log, DEVICE="cpu", LOG_LEVEL="warning", OMP_NUM_THREADS=1,
+                        DOCUMENTS_DIR=weights.parent / "jobs") as running:
         yield running.url
 
 
@@ -569,3 +570,40 @@ def test_the_docs_page_renders_every_operation_offline(page, server):
     documented = set(httpx.get(f"{server}/openapi.json").json()["paths"])
     assert documented == shown and "/translate" in shown
     assert page.errors == []
+
+
+def test_the_document_tab_translates_a_file_and_offers_the_download(page, server, tmp_path):
+    source = tmp_path / "carta.txt"
+    source.write_text("El gato come pescado.\n\nEl perro duerme.\n", encoding="utf-8")
+    page.goto(f"{server}/#documents")
+    assert page.locator("#panel-documents").is_visible() and page.locator("#panel-text").is_hidden()
+    page.wait_for_function("document.getElementById('doc-formats').textContent.includes('.docx')")
+    page.set_input_files("#doc-file", str(source))
+    assert "carta.txt" in page.inner_text("#doc-name")
+    page.click("#doc-submit")
+    page.wait_for_selector("body[data-document-state=done]", timeout=60_000)
+    link = page.locator("#doc-download")
+    assert link.is_visible() and link.get_attribute("download") == "carta.txt"
+    fetched = httpx.get(link.get_attribute("href"))
+    expected = httpx.post(f"{server}/documents/translate", files={"file": ("carta.txt", source.read_bytes())},
+                          data={"source": "es", "target": "en"})
+    assert fetched.status_code == 200 and fetched.content == expected.content != source.read_bytes()
+    bar = page.locator("#doc-progress")
+    assert bar.get_attribute("value") == bar.get_attribute("max") == "2"
+    assert "2 / 2 segments" in page.inner_text("#doc-status") or "translated" in page.inner_text("#doc-status")
+    page.click("#tab-text")
+    assert page.locator("#panel-text").is_visible() and page.locator("#panel-documents").is_hidden()
+    assert not page.errors
+
+
+def test_a_dropped_file_of_no_supported_format_shows_the_refusal(page, server):
+    page.goto(f"{server}/#documents")
+    dropped = page.evaluate_handle(
+        "() => { const d = new DataTransfer(); d.items.add(new File(['MZ'], 'tool.exe')); return d; }")
+    page.dispatch_event("#dropzone", "drop", {"dataTransfer": dropped})
+    assert "tool.exe" in page.inner_text("#doc-name")
+    page.click("#doc-submit")
+    page.wait_for_selector("body[data-document-state=refused]", timeout=60_000)
+    error = page.locator("#doc-error")
+    assert error.is_visible() and ".docx" in error.inner_text() and "supported" in error.inner_text()
+    assert page.locator("#doc-download").is_hidden()

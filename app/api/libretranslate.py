@@ -13,9 +13,11 @@ import json
 
 from fastapi import APIRouter, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse
 from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException
 
+from app.api.documents import UploadDep, result_file
 from app.api.schemas import (
     DetectedLanguage,
     ErrorMessage,
@@ -24,11 +26,13 @@ from app.api.schemas import (
     LibreTranslateDetectRequest,
     LibreTranslateRequest,
     LibreTranslateResponse,
+    TranslatedFile,
 )
-from app.deps import TranslatorDep, unless_disconnected
+from app.deps import DocumentJobsDep, TranslatorDep, unless_disconnected
 from app.errors import LIBRETRANSLATE_PREFIX
-from app.orchestration import compat
+from app.orchestration import compat, documents
 from app.orchestration.job import Job
+from model.text.documents import FORMATS
 from model.tokenizer import LANGUAGES
 
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
@@ -38,6 +42,7 @@ router = APIRouter(prefix=LIBRETRANSLATE_PREFIX, tags=["LibreTranslate compatibl
 # Each refusal answers {"detail": ..., "error": ...}: `error` is what LibreTranslate's clients read.
 ERRORS = {
     400: "Bad input: a missing or malformed parameter, or a broken limit; `error` says which in one line.",
+    413: "The file is over DOCUMENT_MAX_BYTES or a zip limit, or has more than DOCUMENT_SYNC_MAX_SEGMENTS segments.",
     403: "No valid API key (API_KEYS), or a feature this server does not offer.",
     429: "Too many texts queued (MAX_QUEUE); retry after `Retry-After` seconds.",
     503: "Models still loading, or the request timed out (REQUEST_TIMEOUT_S); see `Retry-After`.",
@@ -97,8 +102,8 @@ async def frontend_settings(translator: TranslatorDep) -> dict:
     keys = bool(settings.api_key_list)
     return {
         "charLimit": settings.max_chars, "frontendTimeout": int(settings.request_timeout_s * 1000),
-        "apiKeys": keys, "keyRequired": keys, "suggestions": False, "filesTranslation": False,
-        "supportedFilesFormat": [],
+        "apiKeys": keys, "keyRequired": keys, "suggestions": False, "filesTranslation": True,
+        "supportedFilesFormat": list(FORMATS),
         "language": {"source": {"code": "auto", "name": "Auto Detect"},
                      "target": {"code": "en", "name": LANGUAGES["en"]}},
     }
@@ -114,10 +119,23 @@ async def suggest() -> None:
     raise HTTPException(403, "Suggestions are disabled on this server.")
 
 
-@router.post("/translate_file", summary="LibreTranslate's POST /translate_file (turned off here)",
-             responses=_errors(403))
-async def translate_file() -> None:
-    raise HTTPException(403, "Files translation are disabled on this server.")
+@router.post("/translate_file", response_model=TranslatedFile, summary="LibreTranslate's POST /translate_file",
+             responses=_errors(400, 403, 413, 429, 503))
+async def translate_file(request: Request, form: UploadDep, translator: TranslatorDep, jobs: DocumentJobsDep) -> dict:
+    """A multipart form with `file`, `source`, `target` (and `api_key`); the answer's `translatedFileUrl` is
+    fetched as given (GET /download_file/{name}). Formats: `supportedFilesFormat` of /frontend/settings."""
+    data = await unless_disconnected(request, documents.translate_small(translator, form.filename, form.data,
+                                                                        form.options))
+    job_id = jobs.keep(form.filename, form.data, data)
+    return {"translatedFileUrl": str(request.url_for("download_file", name=f"{job_id}.{form.filename}"))}
+
+
+@router.get("/download_file/{name}", summary="LibreTranslate's GET /download_file/{name}",
+            responses={200: {"content": {"application/octet-stream": {}}, "description": "The translated file."},
+                       404: {"description": "No such file (or expired).", "model": ErrorMessage}})
+async def download_file(name: str, jobs: DocumentJobsDep) -> FileResponse:
+    """The file a /translate_file answer names; it needs no API key (its name holds an unguessable id)."""
+    return result_file(jobs, name.partition(".")[0])
 
 
 async def _read(request: Request, schema: type[BaseModel]):

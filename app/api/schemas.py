@@ -479,8 +479,9 @@ class FrontendSettings(BaseModel):
     apiKeys: bool = Field(description="Whether API keys are in use (API_KEYS).", examples=[False])
     keyRequired: bool = Field(description="Whether a key is required.", examples=[False])
     suggestions: bool = Field(description="Always false: suggestions are not collected.", examples=[False])
-    filesTranslation: bool = Field(description="Always false: no file translation.", examples=[False])
-    supportedFilesFormat: list[str] = Field(description="Always empty (no file translation).", examples=[[]])
+    filesTranslation: bool = Field(description="Always true: /translate_file translates documents.", examples=[True])
+    supportedFilesFormat: list[str] = Field(description="The file formats /translate_file takes.",
+                                            examples=[[".docx", ".odt", ".txt"]])
     language: FrontendDefaults = Field(description="The page's preselected languages.", examples=[
         {"source": {"code": "auto", "name": "Auto Detect"}, "target": {"code": "en", "name": "English"}}])
 
@@ -502,3 +503,50 @@ class ErrorMessage(BaseModel):
         description="What went wrong: a sentence, or for 422 a list of {loc, msg, type}.",
         examples=["the body is over the limit of 524288 bytes (MAX_BODY_BYTES)"],
     )
+
+
+# --- documents -------------------------------------------------------------------------------
+
+
+class DocumentOptions(BaseModel):
+    """How a document is translated: the form fields the document routes take besides `file`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    source: str = Field(description=f"Language of the document: {KNOWN}, or `auto` to detect it.", examples=["es"])
+    target: str = Field(description="Language to translate into.", examples=["en"])
+    strategy: Literal["greedy", "beam"] = Field("greedy", description="As `decoding.strategy` of /translate.",
+                                                examples=["greedy"])
+    beam_size: int = Field(4, ge=1, description="As `decoding.beam_size` (beam search only; MAX_BEAM_SIZE).",
+                           examples=[4])
+    glossary_name: str | None = Field(None, description="A named glossary (GET /glossaries), as on /translate.",
+                                      examples=[None])
+
+    _source = field_validator("source")(check_source)
+    _target = field_validator("target")(check_language)
+    _two_languages = model_validator(mode="after")(two_languages)
+
+
+class DocumentJob(BaseModel):
+    """A document job's state, as GET /documents/jobs/{id} and its events give it."""
+
+    id: str = Field(description="The job's id.", examples=["3f2a9c0d4b5e6f708192a3b4c5d6e7f8"])
+    filename: str = Field(description="The uploaded file's name.", examples=["report.docx"])
+    status: Literal["queued", "running", "done", "failed", "cancelled"] = Field(
+        description="`done`: the result can be downloaded.", examples=["running"])
+    segments_done: int = Field(description="Segments translated so far.", examples=[120])
+    segments_total: int = Field(description="Segments the document has.", examples=[340])
+    eta_s: float | None = Field(description="Seconds left, from the pace so far (null until measured).",
+                                examples=[42.5])
+    error: str | None = Field(None, description="Why the job failed.", examples=[None])
+    untranslated: int | None = Field(None, description="Once done: segments left as they were, over MAX_CHARS or "
+                                     "the token limit.", examples=[0])
+    result_url: str | None = Field(None, description="Where to download the result, once done.",
+                                   examples=["/documents/jobs/3f2a9c0d4b5e6f708192a3b4c5d6e7f8/result"])
+
+
+class TranslatedFile(BaseModel):
+    """LibreTranslate's answer to /translate_file."""
+
+    translatedFileUrl: str = Field(description="The URL to fetch the translated file from, as given.",
+                                   examples=["http://localhost:8000/compat/libretranslate/download_file/3f2a.a.docx"])

@@ -159,6 +159,8 @@ class _Sources:
             plan = compose.plan(text, self.fmt, self.terms, _rare_word(self.loaded), self.split)
         except MarkupError as e:
             raise InputError(loc, f"malformed HTML: {e}", "value_error") from None
+        if not plan.units:  # HTML with no letters in its text: nothing to decode, it comes back as written
+            return Layout(plan, [])
         unit = plan.units[0]
         # A stream or prefix must decode something; otherwise a text with nothing to translate is not decoded.
         if (not self.split and unit.empty) or (not plan.split and not unit.needs_alignment and unit.source == text):
