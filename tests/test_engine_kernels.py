@@ -92,7 +92,7 @@ def test_threads_splitting_the_rows_give_the_bits_of_one_thread(trained, int8):
     """With enough rows each thread runs whole steps (and encoder passes) on its share of the rows;
     with few, the threads share each layer. Tokens, probabilities and attention are those of one thread."""
     backend = EngineBackend(engine.Engine(trained, int8))
-    src, _ = copy_task_batch(torch.Generator().manual_seed(23), 9)
+    src, _ = copy_task_batch(torch.Generator().manual_seed(23), 25)  # enough rows for 2 and 3 shares
     options = DecodeOptions(strategy="beam", beam_size=3, max_new_tokens=10, top_k=2, cross_attention_layers=(0, 1),
                             self_attention_layers=(1,))
     sources = [row[row != SPECIAL.pad].tolist() for row in src]

@@ -382,12 +382,13 @@ static AVX512_TARGET void linear_avx512_pair(const Linear *L, const float *x, co
     if (m < rows) float16_tile_1(L, x, m, p, y, ldy, mode);
 }
 
-/* Below this many multiply-adds a layer runs on the calling thread alone: a parallel region costs a
-   wake-up and a barrier, more than a small layer's arithmetic, and a thread of the team that lost
-   its core (a busy machine) holds the others at every barrier. Which thread computes a column
-   never changes its bits. */
+/* Below this many multiply-adds a layer that the threads would share runs on the calling thread
+   alone (calls with many rows split them instead, see engine_decode_step). A parallel region costs
+   waking the other threads and a barrier: on the 2-vCPU AMD EPYC (Zen 4) measured, more than a
+   single sentence's layers take, and now and then far more (one greedy batch-1 run in three fell
+   from ~200 to ~15 sentences/s). Which thread computes a column never changes its bits. */
 #ifndef PARALLEL_MACS
-#define PARALLEL_MACS (1 << 20)
+#define PARALLEL_MACS (1 << 24)
 #endif
 
 static inline int team(int64_t work, int threads) { return work < PARALLEL_MACS ? 1 : threads; }
@@ -722,7 +723,7 @@ static void decode_rows(const Model *M, int64_t *ids, int64_t *pos, const int64_
    of the rows, one thread per share: one fork and one join per call instead of one per layer, and
    a thread slowed by something else on its core holds the others once, not at every layer. A row's
    numbers never depend on which rows share its call, so the bits are those of one call. */
-#define SPLIT_MIN_ROWS 2  /* rows per thread below which the threads share each layer instead */
+#define SPLIT_MIN_ROWS 8  /* rows per thread below which the call runs on one thread (large layers aside, see PARALLEL_MACS) */
 
 static int64_t shares(const Model *M, int64_t rows) {
     return M->threads > 1 && rows >= SPLIT_MIN_ROWS * M->threads ? M->threads : 1;
