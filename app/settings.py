@@ -71,7 +71,8 @@ class Settings(BaseSettings):
         24 * 3600.0, gt=0, description="Seconds a document job (and its result) is kept after its last change."
     )
 
-    batching: bool = Field(True, description="Decode concurrent requests together.")
+    batching: bool = Field(True, description="Decode concurrent requests together, on every decode lane; false: each "
+                           "request decoded on its own, one after another on one thread (a baseline).")
     continuous_batching: bool = Field(
         True, description="Greedy texts join a running decode between two steps and leave it with their last "
         "token, instead of waiting for a batch of their own (needs BATCHING)."

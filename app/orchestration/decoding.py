@@ -56,8 +56,9 @@ class Decoder:
         self.threads = [self.thread]  # the lanes' threads; the batcher reads this list
         self.admission = Admission(settings.max_queue, metrics)
         self.continuous = ContinuousBatcher(self.thread, metrics, settings.batch_max_items, settings.batch_max_tokens)
+        # With BATCHING off, texts are decoded one at a time on the first thread, as a baseline.
         self.batcher = Batcher(
-            self._decode_batch, self.threads, metrics,
+            self._decode_batch, self.threads if settings.batching else [self.thread], metrics,
             window_s=settings.batch_window_ms / 1000 if settings.batching else 0.0,
             max_items=settings.batch_max_items, max_tokens=settings.batch_max_tokens,
             quiet_s=settings.batch_quiet_ms / 1000, busy=self.continuous.rows_on,
