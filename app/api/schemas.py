@@ -214,11 +214,17 @@ class TranslateRequest(_TranslateOptions):
     )
     glossary: list[GlossaryTerm] | None = Field(
         None, max_length=500, description="Terms the translation must use: each source term found in the text "
-        "(whole words, any case) comes out as its target term.", examples=[[{"source": "archivo", "target": "file"}]],
+        "(whole words, any case) comes out as its target term, spelt exactly as given (a lower-case term "
+        "opening a sentence may take a capital), forced while decoding where the model reaches the source term.",
+        examples=[[{"source": "archivo", "target": "file"}]],
     )
     glossary_name: str | None = Field(
         None, description="A named glossary loaded at startup (GET /glossaries lists them) for this direction; "
         "combined with `glossary`, whose terms win.", examples=[None],
+    )
+    glossary_match_accents: bool = Field(
+        True, description="Whether a source term must carry the text's accents to match (`menú` matches `menu` "
+        "only when false); case never matters for matching.", examples=[True],
     )
 
     @field_validator("text", mode="before")

@@ -14,6 +14,7 @@ from functools import partial
 
 import torch
 
+import model.search.constraints as constraints
 from model.search.backend import Backend, StepOutput
 from model.search.cache import KVCache
 from model.search.greedy import repeated_ngram_ends
@@ -135,7 +136,7 @@ class _Beams:
         for layer, kv in enumerate(backend.cross_kv(encoded.memory)):
             self.cache.set_cross(layer, *(t.repeat_interleave(k, dim=0) if k > 1 else t for t in kv))
         self.inputs = torch.full((rows, 1), special.bos, dtype=torch.long, device=src.device)
-        self.cross_layers = frozenset(opts.cross_attention_layers)
+        self.cross_layers = frozenset(opts.cross_attention_layers) | ({opts.align_layer} if opts.constraints else set())
         self.self_layers = frozenset(opts.self_attention_layers)
 
     def step(self) -> tuple[torch.Tensor, StepOutput]:
@@ -189,11 +190,15 @@ def beam_search(backend: Backend, src: torch.Tensor, opts: DecodeOptions,
     scores = torch.full((b, k), float("-inf"), device=device)
     scores[:, 0] = 0.0
     done: list[list[_Finished]] = [[] for _ in range(b)]
+    terms = constraints.states(opts, b * k)  # per row: glossary terms still to write (None: no terms)
     for t in range(opts.max_new_tokens):
         logp, out = run.step()
         current = _StepRecorder.current(logp, out, opts)
-        top_scores, top_idx = _best_candidates(backend, scores,
-                                               logp if t >= len(opts.prefix) else _only(logp, opts.prefix[t]), k)
+        ranked = logp if t >= len(opts.prefix) else _only(logp, opts.prefix[t])
+        if terms is not None and t >= len(opts.prefix):
+            lengths = [src_lens[sentences[row // k]] for row in range(len(terms))]
+            ranked = constraints.steer_beams(terms, logp, out.cross_attention, opts, lengths, t, special.eos)
+        top_scores, top_idx = _best_candidates(backend, scores, ranked, k)
         still_open, rows, tokens, new_scores = [], [], [], []
         for p, (s, s_scores, s_idx) in enumerate(zip(sentences, top_scores.tolist(), top_idx.tolist())):
             chosen = _expand(p, s_scores, s_idx, beams=run, t=t, current=current, rec=rec, finished=done[s],
@@ -214,6 +219,10 @@ def beam_search(backend: Backend, src: torch.Tensor, opts: DecodeOptions,
         tokens_t = torch.tensor(tokens, device=device)
         # This step's records come from the surviving beams' parents, whose histories they continue.
         rec.push(current, rows_t, tokens_t, parents=rows)
+        if terms is not None:
+            terms = [terms[row].copy() for row in rows]
+            for state, token in zip(terms, tokens):
+                constraints.took(state, token, t)
         run.append(tokens_t, reorder=rows_t)
         scores = torch.tensor(new_scores, device=device).view(len(sentences), k)
     # Sentences still open were cut by max_new_tokens: their live beams are unfinished hypotheses.

@@ -36,6 +36,10 @@ class Unit:
     def needs_alignment(self) -> bool:
         return self.inline.has_markup or bool(self.copies or self.terms)
 
+    def term_spans(self) -> list[tuple[int, int, str]]:
+        """Each glossary term as (start, end, target), by character offsets in the model's input `source`."""
+        return [(self.to_model[m.start], self.to_model[m.end], m.term.target) for m in self.terms]
+
     @property
     def empty(self) -> bool:
         """Nothing for the model (only markup, symbols or spaces): the answer is the atoms alone."""

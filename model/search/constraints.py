@@ -1,0 +1,120 @@
+"""Glossary terms enforced while decoding: a term's target tokens are forced when the model reaches its source.
+
+A `Constraint` (in `DecodeOptions.constraints`) names a span of source tokens and the target ids that
+must translate it. Every row of a search keeps a `TermState`: the terms still to write and the one
+being written. At each step the row's cross-attention (one decoder layer, `DecodeOptions.align_layer`,
+heads averaged) says which source token the model is translating; when that token lies in a pending
+term's source span, or the model's own best token starts the term, the term's tokens are forced one
+per step, and the model decodes the rest of the sentence around them. A row never ends with a term
+unwritten: when its best token is </s> (or its attention has come to rest on the source's </s>), the
+first pending term is forced there. The one place search code calls in is `choose`; greedy search
+and beam search keep the states (beam search copies a parent's to the rows that continue it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import torch
+
+from model.search.options import Constraint, DecodeOptions
+
+
+@dataclass
+class TermState:
+    """A row's progress: the constraints not yet begun, and the ids still to force of the one begun."""
+
+    pending: list[Constraint]
+    writing: tuple[int, ...] = ()
+    met: int = 0
+    forced: bool = False  # the last chosen token was forced
+
+    def copy(self) -> TermState:
+        return replace(self, pending=list(self.pending))
+
+
+def states(opts: DecodeOptions, rows: int) -> list[TermState] | None:
+    """A fresh state per row, or None when the options hold no term (then no row is steered for terms)."""
+    if not opts.constraints:
+        return None
+    return [TermState(sorted(opts.constraints, key=lambda c: c.start)) for _ in range(rows)]
+
+
+def attended(cross: dict[int, torch.Tensor], opts: DecodeOptions, row: int, source_length: int) -> int:
+    """The source token row `row` attends most to at this step (heads averaged), in the alignment layer."""
+    weights = cross[opts.align_layer][row, :, :source_length].float().mean(dim=0)
+    return int(weights.argmax())
+
+
+def choose(state: TermState, t: int, position: int, best: int, eos: int, source_length: int) -> int | None:
+    """The token row must take at step t (None: the search chooses): `position` is the source token it
+    attends to, `best` the token it would take. Updates `state` as if the returned token were taken."""
+    state.forced = False
+    if not state.writing and state.pending:
+        term = _reached(state, t, position, best, eos, source_length)
+        if term is not None:
+            state.pending.remove(term)
+            state.writing = term.ids(t)
+            state.met += 1
+    if not state.writing:
+        return None
+    token, state.writing = state.writing[0], state.writing[1:]
+    state.forced = True
+    return token
+
+
+def took(state: TermState, token: int, t: int) -> None:
+    """A token the search chose freely at step t: when it starts a pending term, the term is begun (its
+    other tokens follow), so that it is not forced a second time later."""
+    if state.forced or state.writing:
+        return
+    for term in state.pending:
+        ids = term.ids(t)
+        if ids[0] == token:
+            state.pending.remove(term)
+            state.writing, state.met = ids[1:], state.met + 1
+            return
+
+
+def _reached(state: TermState, t: int, position: int, best: int, eos: int, source_length: int) -> Constraint | None:
+    """The pending term to begin now: one whose source the model attends to, or whose first token it
+    chose itself; the first one when the row would end (or has read its whole source) without it."""
+    for term in state.pending:
+        if term.start <= position < term.end or best == term.ids(t)[0]:
+            return term
+    first = state.pending[0]
+    if best == eos or position >= source_length - 1 or position > first.end:
+        return first
+    return None
+
+
+def steer_beams(terms: list[TermState], logp: torch.Tensor, cross: dict[int, torch.Tensor], opts: DecodeOptions,
+                source_lengths: list[int], t: int, eos: int) -> torch.Tensor:
+    """Beam search's log-probabilities (R, V) to rank by: a row writing a term offers only its next
+    token (at the model's probability), a row with terms still to write never </s>."""
+    steered = logp.clone()
+    best = logp.argmax(dim=-1).tolist()
+    for row, state in enumerate(terms):
+        position = attended(cross, opts, row, source_lengths[row])
+        token = choose(state, t, position, best[row], eos, source_lengths[row])
+        if token is not None:
+            steered[row] = float("-inf")
+            steered[row, token] = logp[row, token]
+        elif state.pending:
+            steered[row, eos] = float("-inf")
+    return steered
+
+
+def for_terms(tokenizer, source: str, terms: list[tuple[int, int, str]]) -> tuple[Constraint, ...]:
+    """Constraints for `terms` (start, end, target) given by character offsets in `source`, the text
+    `tokenizer.encode_source` encodes: each covers the source tokens its characters overlap."""
+    offsets = tokenizer.tok.encode(source, add_special_tokens=False).offsets
+    found = []
+    for start, end, target in terms:
+        covered = [i + 1 for i, (a, b) in enumerate(offsets) if a < end and b > start]  # + 1: the language tag
+        ids = tuple(tokenizer.encode_target(target)[:-1])
+        if not covered or not ids:
+            continue
+        opening = tuple(tokenizer.encode_target(target[0].upper() + target[1:])[:-1]) if target[0].islower() else ()
+        found.append(Constraint(covered[0], covered[-1] + 1, ids, opening))
+    return tuple(found)
