@@ -62,6 +62,7 @@ class _StepRecorder:
         self.top_i: list[torch.Tensor] = []
         self.cross: list[dict[int, torch.Tensor]] = []  # layer -> (R, H, S)
         self.self_attn: list[dict[int, torch.Tensor]] = []  # layer -> (R, H, t+1)
+        self.forced: list[list[bool]] = []  # (R,): the token was a glossary term's, forced (not for a prefix)
 
     @staticmethod
     def current(logp: torch.Tensor, out: StepOutput, opts: DecodeOptions) -> _Offered:
@@ -72,10 +73,12 @@ class _StepRecorder:
             offered.top_p = top_lp.exp()
         return offered
 
-    def push(self, offered: _Offered, rows: torch.Tensor, tokens: torch.Tensor, parents: list[int]) -> None:
+    def push(self, offered: _Offered, rows: torch.Tensor, tokens: torch.Tensor, parents: list[int],
+             forced: list[bool] | None = None) -> None:
         """Append the chosen `tokens` for new rows taken from `rows` of the current step: new row i
-        continues the history of row parents[i]."""
+        continues the history of row parents[i]; `forced` says which tokens a glossary term forced."""
         self.ids.append(tokens.tolist())
+        self.forced.append(forced or [False] * len(parents))
         self.logp.append(offered.logp[rows, tokens].tolist())
         self.parents.append(parents)
         if self.opts.top_k:
@@ -118,7 +121,7 @@ class _StepRecorder:
             top=_tops(self.top_i[t][r], self.top_p[t][r]) if self.opts.top_k else [],
             cross_attention={l: w[r, :, :src_len].tolist() for l, w in self.cross[t].items()},
             self_attention={l: w[r].tolist() for l, w in self.self_attn[t].items()},
-            forced=t < len(self.opts.prefix),
+            forced=t < len(self.opts.prefix) or self.forced[t][r],
         )
 
 
@@ -218,11 +221,11 @@ def beam_search(backend: Backend, src: torch.Tensor, opts: DecodeOptions,
         rows_t = torch.tensor(rows, device=device)
         tokens_t = torch.tensor(tokens, device=device)
         # This step's records come from the surviving beams' parents, whose histories they continue.
-        rec.push(current, rows_t, tokens_t, parents=rows)
         if terms is not None:
             terms = [terms[row].copy() for row in rows]
             for state, token in zip(terms, tokens):
                 constraints.took(state, token, t)
+        rec.push(current, rows_t, tokens_t, parents=rows, forced=[s.forced for s in terms] if terms else None)
         run.append(tokens_t, reorder=rows_t)
         scores = torch.tensor(new_scores, device=device).view(len(sentences), k)
     # Sentences still open were cut by max_new_tokens: their live beams are unfinished hypotheses.
