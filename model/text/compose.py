@@ -305,14 +305,24 @@ def _orphans(unit: Unit, element: Element, out: Aligned, targets) -> list[Elemen
 
 def _element_place(unit: Unit, element: Element, out: Aligned, targets, moved, text: str) -> Placement:
     span = _target_span(_source_words_in(unit, element.start, element.end, out), out, targets)
-    if span is None:  # its words went nowhere (or it holds none): an empty element where it stood
-        at = moved(_point(unit, element.start, out, targets))
-        return Placement(at, at)
+    if span is None:  # its words went nowhere, or it holds none: around its own symbols if the
+        at = moved(_point(unit, element.start, out, targets))  # translation has them there, else empty
+        return _symbols_place(unit.piece[element.start:element.end].strip(), text, at)
     start, end = moved(span[0]), moved(span[1], end=True)
     last = unit.piece[element.end - 1:element.end]
     if last and last in _CLOSING and text[end:end + 1] == last:
         end += 1  # "<b>Hola.</b>": the element's own final punctuation stays inside it
     return Placement(start, end)
+
+
+def _symbols_place(symbols: str, text: str, at: int) -> Placement:
+    """An element holding only punctuation or symbols ("<b>:</b>", "<b>(</b>"): around the same
+    characters in the translation when they stand at most a space away from `at`, else empty at `at`."""
+    if symbols:
+        for start in (at, at + 1, at - len(symbols), at - len(symbols) - 1):
+            if 0 <= start and text[start:start + len(symbols)] == symbols:
+                return Placement(start, start + len(symbols))
+    return Placement(at, at)
 
 
 def _edited(unit: Unit, out: Aligned, targets, orphans: list[Element] = ()) -> tuple[str, Callable[..., int], dict]:
