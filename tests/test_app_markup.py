@@ -108,6 +108,16 @@ async def test_a_glossary_term_inside_an_inline_element(client):
     assert tags(entry["text"]) == tags("<p>El <b>gato</b> come pescado.</p>")
 
 
+async def test_numbers_and_dates_come_out_in_the_target_conventions_unless_asked_not_to(client):
+    text = "El gato come 3,5 kg de pescado el 5 de enero de 2024."
+    [entry] = await translate(client, text)
+    assert "3.5" in entry["text"] and "January 5, 2024" in entry["text"] and "3,5" not in entry["text"]
+    [copied] = await translate(client, text, localize=False)
+    assert "3,5" in copied["text"] and "3.5" not in copied["text"]
+    [english] = await translate(client, "The cat eats 1,250.5 kg at 5:30 PM.", source="en", target="es")
+    assert "1.250,5" in english["text"] and "17:30" in english["text"]
+
+
 async def test_accents_may_be_ignored_when_matching_a_source_term(client):
     glossary = [{"source": "dónde", "target": "Whereabouts"}]
     [exact] = await translate(client, "¿Donde está el gato?", glossary=glossary)

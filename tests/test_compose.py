@@ -234,6 +234,13 @@ def test_a_term_that_starts_the_sentence_is_capitalised():
     assert compose.finish(unit, aligned(unit, "Archivo guardado.")) == "Fichero guardado."
 
 
+def test_two_glossary_terms_aligned_to_the_same_words_are_both_written():
+    unit = compose.plan("Pulse Guardar y Cerrar", "text", [Term("Guardar", "Save"), Term("Cerrar", "Close")]).units[0]
+    # "Guardar" is linked to "it" and "now", "Cerrar" to "all" between them: their edits overlap.
+    out = compose.finish(unit, aligned(unit, "Press it all now", [(0, 0), (1, 1), (2, 3), (3, 1)]))
+    assert out == "Press Save Close"
+
+
 def test_a_glossary_term_wins_over_the_copy_of_a_rare_name():
     terms, rare = [Term("Producción", "Production")], {"Producción"}.__contains__
     unit = compose.plan("Superávit: Alimento, Producción, Comercio", "text", terms, rare).units[0]

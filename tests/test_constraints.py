@@ -8,7 +8,7 @@ import torch
 
 from model.search import decode
 from model.search.backend import TorchBackend
-from model.search.constraints import TermState, choose, steer_beams, took
+from model.search.constraints import At, TermState, choose, steer_beams, took
 from model.search.greedy import GreedySearch, Request, stream
 from model.search.options import Constraint, DecodeOptions
 from tests.conftest import SPECIAL, train_tiny
@@ -19,7 +19,8 @@ DROPPED = 5  # the token the model is made never to choose on its own
 
 def _walk(state: TermState, positions: list[int], best: int = 9, source_length: int = 12) -> list[int | None]:
     """The forced token (or None) at each step, the model attending to `positions[t]` at step t."""
-    return [choose(state, t, position, best, EOS, source_length) for t, position in enumerate(positions)]
+    return [choose(state, At(t, position, best, source_length, EOS, steps_left=20))
+            for t, position in enumerate(positions)]
 
 
 @pytest.mark.parametrize("span, first_step", [((1, 2), 0), ((5, 7), 4), ((10, 11), 9)])
@@ -35,8 +36,8 @@ def test_a_term_is_forced_where_the_attention_reaches_its_source(span, first_ste
 
 def test_a_term_the_model_chooses_itself_is_not_forced_twice():
     state = TermState([Constraint(5, 6, target=(30, 31))])
-    assert choose(state, 0, position=1, best=30, eos=EOS, source_length=12) == 30  # its first token: begun
-    assert choose(state, 1, position=2, best=8, eos=EOS, source_length=12) == 31
+    assert choose(state, At(0, 1, 30, 12, EOS, 20)) == 30  # its first token: begun
+    assert choose(state, At(1, 2, 8, 12, EOS, 20)) == 31
     assert _walk(state, positions=[5, 6, 7]) == [None, None, None]
 
 
@@ -45,12 +46,18 @@ def test_a_term_not_reached_is_forced_before_the_end():
     skipped = TermState([Constraint(3, 4, target=(30,))])
     assert _walk(skipped, positions=[1, 2, 5]) == [None, None, 30]
     ending = TermState([Constraint(8, 9, target=(30,))])
-    assert choose(ending, 0, position=1, best=EOS, eos=EOS, source_length=12) == 30
+    assert choose(ending, At(0, 1, EOS, 12, EOS, 20)) == 30
+
+
+def test_a_term_is_forced_when_only_the_steps_to_write_it_are_left():
+    state = TermState([Constraint(8, 9, target=(30, 31))])
+    assert choose(state, At(0, 1, 9, 12, EOS, steps_left=4)) is None
+    assert choose(state, At(1, 1, 9, 12, EOS, steps_left=3)) == 30  # 2 term tokens and </s>
 
 
 def test_a_lower_case_term_opening_the_output_takes_its_capitalised_ids():
     state = TermState([Constraint(1, 2, target=(30,), opening=(33,))])
-    assert choose(state, 0, position=1, best=9, eos=EOS, source_length=12) == 33
+    assert choose(state, At(0, 1, 9, 12, EOS, 20)) == 33
     later = TermState([Constraint(2, 3, target=(30,), opening=(33,))])
     assert _walk(later, positions=[1, 2]) == [None, 30]
 

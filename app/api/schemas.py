@@ -222,6 +222,12 @@ class TranslateRequest(_TranslateOptions):
         None, description="A named glossary loaded at startup (GET /glossaries lists them) for this direction; "
         "combined with `glossary`, whose terms win.", examples=[None],
     )
+    localize: bool = Field(
+        True, description="Numbers, percentages, currencies, dates and times come out in the target "
+        "language's conventions (CLDR): `3,5` ↔ `3.5`, `1.000.000` ↔ `1,000,000`, `5 de enero de 2024` ↔ "
+        "`January 5, 2024`, `17:30` ↔ `5:30 PM`; those inside URLs, paths, placeholders, code and version "
+        "strings never change. `false` copies them as written.", examples=[True],
+    )
     glossary_match_accents: bool = Field(
         True, description="Whether a source term must carry the text's accents to match (`menú` matches `menu` "
         "only when false); case never matters for matching.", examples=[True],

@@ -55,6 +55,7 @@ def prepare(req: TranslateRequest | StreamRequest, *, settings: Settings, models
         # A stream answers one token sequence, and a prefix starts one, so only they are not split into sentences.
         split=isinstance(req, TranslateRequest) and not prefix,
         terms=glossary_terms(req, source, glossaries) if isinstance(req, TranslateRequest) else [],
+        conventions=(source, req.target) if isinstance(req, TranslateRequest) and req.localize else None,
     )
     layouts = [sources.add(text, ("text",) if len(texts) == 1 else ("text", i)) for i, text in enumerate(texts)]
     layers = _Layers.asked(out, loaded, layouts)
@@ -145,6 +146,7 @@ class _Sources:
     fmt: str  # "text" or "html"
     split: bool  # whether a text with several sentences is decoded sentence by sentence
     terms: list[glossary.Term]
+    conventions: tuple[str, str] | None  # (source, target): numbers, dates and times localised
     max_chars: int
     token_limit: tuple[int, str]
     ids: list[list[int]] = field(default_factory=list)
@@ -160,7 +162,7 @@ class _Sources:
         """
         _at_most(len(text), self.max_chars, "MAX_CHARS", loc, "length in characters")
         try:
-            plan = compose.plan(text, self.fmt, self.terms, _rare_word(self.loaded), self.split)
+            plan = compose.plan(text, self.fmt, self.terms, _rare_word(self.loaded), self.split, self.conventions)
         except MarkupError as e:
             raise InputError(loc, f"malformed HTML: {e}", "value_error") from None
         unit = plan.units[0]

@@ -46,15 +46,28 @@ def attended(cross: dict[int, torch.Tensor], opts: DecodeOptions, row: int, sour
     return int(weights.argmax())
 
 
-def choose(state: TermState, t: int, position: int, best: int, eos: int, source_length: int) -> int | None:
-    """The token row must take at step t (None: the search chooses): `position` is the source token it
-    attends to, `best` the token it would take. Updates `state` as if the returned token were taken."""
+@dataclass(frozen=True)
+class At:
+    """Where a row is at step t: the source token it attends to, the token it would take, and what
+    ends it (its source's last token, </s>, and the steps it has left before max_new_tokens)."""
+
+    t: int
+    position: int
+    best: int
+    source_length: int
+    eos: int
+    steps_left: int
+
+
+def choose(state: TermState, at: At) -> int | None:
+    """The token the row must take now (None: the search chooses). Updates `state` as if the returned
+    token were taken."""
     state.forced = False
     if not state.writing and state.pending:
-        term = _reached(state, t, position, best, eos, source_length)
+        term = _reached(state, at)
         if term is not None:
             state.pending.remove(term)
-            state.writing = term.ids(t)
+            state.writing = term.ids(at.t)
             state.met += 1
     if not state.writing:
         return None
@@ -76,14 +89,16 @@ def took(state: TermState, token: int, t: int) -> None:
             return
 
 
-def _reached(state: TermState, t: int, position: int, best: int, eos: int, source_length: int) -> Constraint | None:
+def _reached(state: TermState, at: At) -> Constraint | None:
     """The pending term to begin now: one whose source the model attends to, or whose first token it
-    chose itself; the first one when the row would end (or has read its whole source) without it."""
+    chose itself; the first one when the attention has gone past it, or the row would end (it chose
+    </s>, has read its whole source, or has just the steps left to write its terms and </s>)."""
     for term in state.pending:
-        if term.start <= position < term.end or best == term.ids(t)[0]:
+        if term.start <= at.position < term.end or at.best == term.ids(at.t)[0]:
             return term
     first = state.pending[0]
-    if best == eos or position >= source_length - 1 or position > first.end:
+    needed = sum(len(term.target) for term in state.pending) + 1
+    if at.best == at.eos or at.position >= at.source_length - 1 or at.position > first.end or at.steps_left <= needed:
         return first
     return None
 
@@ -96,7 +111,7 @@ def steer_beams(terms: list[TermState], logp: torch.Tensor, cross: dict[int, tor
     best = logp.argmax(dim=-1).tolist()
     for row, state in enumerate(terms):
         position = attended(cross, opts, row, source_lengths[row])
-        token = choose(state, t, position, best[row], eos, source_lengths[row])
+        token = choose(state, At(t, position, best[row], source_lengths[row], eos, opts.max_new_tokens - t))
         if token is not None:
             steered[row] = float("-inf")
             steered[row, token] = logp[row, token]

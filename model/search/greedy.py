@@ -126,9 +126,11 @@ class GreedySearch:
         row = self.rows[i]
         if row.terms is None:
             return None
-        position = constraints.attended(out.cross_attention, row.request.options, i, row.source_length)
-        return constraints.choose(row.terms, len(row.steps), position, int(self.cache.tokens_in_use[i]),
-                                  self.special.eos, row.source_length)
+        opts, t = row.request.options, len(row.steps)
+        position = constraints.attended(out.cross_attention, opts, i, row.source_length)
+        at = constraints.At(t, position, int(self.cache.tokens_in_use[i]), row.source_length, self.special.eos,
+                            steps_left=opts.max_new_tokens - t)
+        return constraints.choose(row.terms, at)
 
     def _record(self, out: StepOutput) -> None:
         chosen, chosen_logp = self.cache.tokens_in_use.tolist(), self.cache.best_logp_in_use.tolist()
