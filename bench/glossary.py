@@ -355,8 +355,9 @@ def run_labels(args: argparse.Namespace) -> int:
           f"  {'aligned %':>9}  {'more %':>7}  {'chrF plain→gloss':>17}")
     for direction, by_strategy in results.items():
         for name, f in by_strategy.items():
-            print(f"{direction:<9} {name:<8} {f['terms']:>5} {f['multi_word_terms']:>5}  {f['plain_as_given_pct']:7.1f}"
-                  f"  {f['as_given_pct']:10.1f}  {f['as_given_at_aligned_place_pct']:9.1f}  {f['more_than_in_source_pct']:7.1f}"
+            print(f"{direction:<9} {name:<8} {f['terms']:>5} {f['multi_word_terms']:>5}"
+                  f"  {f['plain_as_given_pct']:7.1f}  {f['as_given_pct']:10.1f}"
+                  f"  {f['as_given_at_aligned_place_pct']:9.1f}  {f['more_than_in_source_pct']:7.1f}"
                   f"  {f['chrf_plain']:7.2f} → {f['chrf_glossary']:6.2f}")
     path = write_result("glossary_labels", {
         "command": "python -m bench.glossary " + " ".join(sys.argv[1:]), "cpu": cpu_info(),
