@@ -81,8 +81,8 @@ def held_out(data: Path) -> tuple[list[Paragraph], dict]:
 
 
 def cases(paragraphs: list[Paragraph], source: str, target: str) -> list[Case]:
-    """The paragraphs with labels paired, each with its own labels as its glossary; a paragraph that
-    gives one label two translations is left out (no glossary can ask for both)."""
+    """The paragraphs with labels paired, each with its own labels that its text holds as its glossary;
+    a paragraph that gives one label two translations is left out (no glossary can ask for both)."""
     out = []
     for p in paragraphs:
         pairs = paired_labels(p)
@@ -91,6 +91,8 @@ def cases(paragraphs: list[Paragraph], source: str, target: str) -> list[Case]:
         by_source = {en if source == "en" else es: es if source == "en" else en for en, es in pairs}
         if len(by_source) != len(set(pairs)):
             continue
-        terms = tuple(glossary.Term(s, t) for s, t in by_source.items())
-        out.append(Case(p.text(source), p.text(target), terms))
+        # A label the paragraph's text does not hold as whole words ("Lineales" for "Lineal es") is no term of it.
+        terms = tuple({m.term for m in glossary.find(p.text(source), [glossary.Term(*pair) for pair in by_source.items()])})
+        if terms:
+            out.append(Case(p.text(source), p.text(target), tuple(sorted(terms, key=lambda t: t.source))))
     return out

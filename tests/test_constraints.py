@@ -34,10 +34,11 @@ def test_a_term_is_forced_where_the_attention_reaches_its_source(span, first_ste
     assert state.met == 1 and not state.pending
 
 
-def test_a_term_the_model_chooses_itself_is_not_forced_twice():
+def test_a_term_the_model_chooses_itself_near_its_source_is_not_forced_twice():
     state = TermState([Constraint(5, 6, target=(30, 31))])
-    assert choose(state, At(0, 1, 30, 12, EOS, 20)) == 30  # its first token: begun
-    assert choose(state, At(1, 2, 8, 12, EOS, 20)) == 31
+    assert choose(state, At(0, 1, 30, 12, EOS, 20)) is None  # far from the term: the model's own word
+    assert choose(state, At(1, 4, 30, 12, EOS, 20)) == 30  # next to it: its first token begins it
+    assert choose(state, At(2, 2, 8, 12, EOS, 20)) == 31
     assert _walk(state, positions=[5, 6, 7]) == [None, None, None]
 
 
@@ -68,9 +69,12 @@ def test_two_overlapping_terms_are_each_written_once():
     assert [f for f in forced if f is not None] == [30, 31, 32]
 
 
-def test_a_freely_chosen_first_token_begins_the_term_in_beam_search():
-    state = TermState([Constraint(5, 6, target=(30, 31))])
+def test_a_freely_chosen_first_token_begins_the_term_in_beam_search_near_its_source():
+    state = TermState([Constraint(5, 6, target=(30, 31))], position=1)
     took(state, 30, t=0)
+    assert state.writing == () and state.met == 0
+    state.position = 6
+    took(state, 30, t=1)
     assert state.writing == (31,) and state.met == 1
 
 

@@ -4,11 +4,12 @@ A `Constraint` (in `DecodeOptions.constraints`) names a span of source tokens an
 must translate it. Every row of a search keeps a `TermState`: the terms still to write and the one
 being written. At each step the row's cross-attention (one decoder layer, `DecodeOptions.align_layer`,
 heads averaged) says which source token the model is translating; when that token lies in a pending
-term's source span, or the model's own best token starts the term, the term's tokens are forced one
-per step, and the model decodes the rest of the sentence around them. A row never ends with a term
-unwritten: when its best token is </s> (or its attention has come to rest on the source's </s>), the
-first pending term is forced there. The one place search code calls in is `choose`; greedy search
-and beam search keep the states (beam search copies a parent's to the rows that continue it).
+term's source span, or the model's own best token starts the term while it reads near it, the
+term's tokens are forced one per step, and the model decodes the rest of the sentence around them.
+A row never leaves a term unwritten: the first pending term is forced when the attention has gone
+past it, when the row would end (its best token is </s>, or it attends to the source's </s>), and
+when only the steps to write the terms are left. Greedy search calls `choose` per row and step,
+beam search `steer_beams` and `took` (a beam copies its parent's state).
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ import torch
 
 from model.search.options import Constraint, DecodeOptions
 
+NEAR = 2  # source tokens either side of a term's span that count as close to it
+
 
 @dataclass
 class TermState:
@@ -28,6 +31,7 @@ class TermState:
     writing: tuple[int, ...] = ()
     met: int = 0
     forced: bool = False  # the last chosen token was forced
+    position: int = 0  # the source token the row attended to at the last step
 
     def copy(self) -> TermState:
         return replace(self, pending=list(self.pending))
@@ -62,7 +66,7 @@ class At:
 def choose(state: TermState, at: At) -> int | None:
     """The token the row must take now (None: the search chooses). Updates `state` as if the returned
     token were taken."""
-    state.forced = False
+    state.forced, state.position = False, at.position
     if not state.writing and state.pending:
         term = _reached(state, at)
         if term is not None:
@@ -83,7 +87,7 @@ def took(state: TermState, token: int, t: int) -> None:
         return
     for term in state.pending:
         ids = term.ids(t)
-        if ids[0] == token:
+        if ids[0] == token and _near(term, state.position):
             state.pending.remove(term)
             state.writing, state.met = ids[1:], state.met + 1
             return
@@ -94,13 +98,19 @@ def _reached(state: TermState, at: At) -> Constraint | None:
     chose itself; the first one when the attention has gone past it, or the row would end (it chose
     </s>, has read its whole source, or has just the steps left to write its terms and </s>)."""
     for term in state.pending:
-        if term.start <= at.position < term.end or at.best == term.ids(at.t)[0]:
+        if term.start <= at.position < term.end or (at.best == term.ids(at.t)[0] and _near(term, at.position)):
             return term
     first = state.pending[0]
     needed = sum(len(term.target) for term in state.pending) + 1
     if at.best == at.eos or at.position >= at.source_length - 1 or at.position > first.end or at.steps_left <= needed:
         return first
     return None
+
+
+def _near(term: Constraint, position: int) -> bool:
+    """Is the model reading close to the term's source? Only there does its own choice of the term's
+    first token begin the term ("Flip" for an earlier "voltear" is not "Flip Horizontally" begun)."""
+    return term.start - NEAR <= position < term.end + NEAR
 
 
 def steer_beams(terms: list[TermState], logp: torch.Tensor, cross: dict[int, torch.Tensor], opts: DecodeOptions,
