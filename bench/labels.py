@@ -92,7 +92,8 @@ def cases(paragraphs: list[Paragraph], source: str, target: str) -> list[Case]:
         if len(by_source) != len(set(pairs)):
             continue
         # A label the paragraph's text does not hold as whole words ("Lineales" for "Lineal es") is no term of it.
-        terms = tuple({m.term for m in glossary.find(p.text(source), [glossary.Term(*pair) for pair in by_source.items()])})
+        asked = [glossary.Term(*pair) for pair in by_source.items()]
+        terms = sorted({m.term for m in glossary.find(p.text(source), asked)}, key=lambda t: t.source)
         if terms:
-            out.append(Case(p.text(source), p.text(target), tuple(sorted(terms, key=lambda t: t.source))))
+            out.append(Case(p.text(source), p.text(target), tuple(terms)))
     return out
