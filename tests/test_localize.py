@@ -40,6 +40,9 @@ def test_english_dates_and_times_in_their_other_forms():
     ("En 2024 hubo 15 casos.", "es"),  # no separator: read the same in both
     ("El 3.5 de la lista.", "es"),  # "." groups thousands in Spanish: 3.5 is not a Spanish number
     ("Use x86_64 or mp3 files.", "en"),  # identifiers
+    ("See Figure 17.152 and Section 2.3 (version 2.100).", "en"),  # numberings
+    ("Vea la Figura 16.189 y la sección 2.3.", "es"),
+    ("2.11. List of the packages", "en"),  # a numbered heading
 ])
 def test_what_is_not_a_quantity_in_the_source_conventions_stays(text, source):
     assert converted(text, source, "en" if source == "es" else "es") == []

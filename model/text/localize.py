@@ -7,8 +7,9 @@ gives each such quantity of a source sentence with its form in the target langua
 
 Only what is unambiguous in the source's conventions changes: a number is read with the source
 locale's separators, strictly (its groups of three), so "1.2.3" (a version) or "3.5" in Spanish are
-not numbers there and stay as written, and a number without separators ("2024", "15") needs no
-change. The caller leaves out quantities inside protected spans (URLs, paths, placeholders, code).
+not numbers there and stay as written, a number without separators ("2024", "15") needs no
+change, and a numbering ("Figure 17.152", "Sección 2.3", "version 2.100") is not a quantity. The
+caller leaves out quantities inside protected spans (URLs, paths, placeholders, code).
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ def find(text: str, source: str, target: str) -> list[Quantity]:
         for match in pattern.finditer(text):
             if any(taken[match.start():match.end()]):
                 continue
-            written = convert(match, source, target)
+            written = None if _numbering(text, match) else convert(match, source, target)
             if written is not None and written != match.group():
                 found.append(Quantity(match.start(), match.end(), written.translate(_SPACES)))
             taken[match.start():match.end()] = [True] * (match.end() - match.start())
@@ -52,6 +53,18 @@ def find(text: str, source: str, target: str) -> list[Quantity]:
 
 
 # --- numbers -----------------------------------------------------------------------------------
+
+# "Figure 17.152", "Sección 2.3", "version 2.100": a numbering, not a quantity.
+_REFERENCE = re.compile(r"(?:\b(?:figures?|figuras?|tables?|tablas?|sections?|secci[oó]n(?:es)?|chapters?|"
+                        r"cap[ií]tulos?|procedures?|procedimientos?|examples?|ejemplos?|steps?|pasos?|"
+                        r"versions?|versi[oó]n(?:es)?|releases?|v)|§)\s*$", re.IGNORECASE)
+
+
+def _numbering(text: str, match: re.Match) -> bool:
+    """A section, figure or version number (after such a word, or opening the text: "2.11. List of")."""
+    if _REFERENCE.search(text[max(0, match.start() - 20):match.start()]):
+        return True
+    return not text[:match.start()].strip() and text[match.end():match.end() + 1] == "."
 
 
 def number(written: str, source: str, target: str) -> str | None:
