@@ -265,7 +265,8 @@ class StepOut(TopToken):
         examples=[[{"token": "▁The", "id": 412, "probability": 0.93},
                    {"token": "▁A", "id": 97, "probability": 0.02}]],
     )
-    forced: bool | None = Field(None, description="Present and true when the token came from decoding.prefix.",
+    forced: bool | None = Field(None, description="Present and true when the token came from decoding.prefix, "
+                                "or from a glossary term (or localised number) forced while decoding.",
                                 examples=[None])
 
 
