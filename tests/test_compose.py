@@ -234,6 +234,15 @@ def test_a_term_that_starts_the_sentence_is_capitalised():
     assert compose.finish(unit, aligned(unit, "Archivo guardado.")) == "Fichero guardado."
 
 
+def test_a_repaired_name_never_writes_over_a_term_the_translation_has():
+    terms = [Term("coordinates", "coordenadas")]
+    unit = compose.plan("it was at Spencer's coordinates", "text", terms, lambda w: w.startswith("Spencer")).units[0]
+    # The model wrote "Spenzer" (a name in pieces) and the term; the name's links reach over the term.
+    out = compose.finish(unit, aligned(unit, "estaba en Spenzer coordenadas", [(0, 1), (1, 2), (2, 3), (3, 3)],
+                                       multi_token={2}))
+    assert "coordenadas" in out
+
+
 def test_two_glossary_terms_aligned_to_the_same_words_are_both_written():
     unit = compose.plan("Pulse Guardar y Cerrar", "text", [Term("Guardar", "Save"), Term("Cerrar", "Close")]).units[0]
     # "Guardar" is linked to "it" and "now", "Cerrar" to "all" between them: their edits overlap.

@@ -353,9 +353,8 @@ def _edited(unit: Unit, out: Aligned, targets, orphans: list[Element] = ()) -> t
     for match in unit.terms:
         target = match.term.target
         found = glossary.occurrences(out.text, target)
-        if found:  # already there (forcing it in again would say it twice), maybe with a symbol said twice
-            edits += [(*grown, out.text[start:end]) for start, end in found[:1]
-                      if (grown := _with_symbols(out.text, start, end, target)) != (start, end)]
+        if found:  # already there: kept as it is (no repair writes over it), less a sign said twice beside it
+            edits += [(*_with_symbols(out.text, start, end, target), out.text[start:end]) for start, end in found]
             continue
         start, end, replacement = _edit_for(unit, match.start, match.end, target, out, targets, rare=False)
         edit = (*_with_symbols(out.text, start, end, target), replacement)
