@@ -78,6 +78,15 @@ def test_a_freely_chosen_first_token_begins_the_term_in_beam_search_near_its_sou
     assert state.writing == (31,) and state.met == 1
 
 
+def test_a_term_the_model_wrote_whole_away_from_its_source_is_not_forced_again():
+    state = TermState([Constraint(8, 9, target=(30, 31))])
+    for t, token in enumerate([7, 30, 31]):
+        assert choose(state, At(t, 1, token, 12, EOS, 20)) is None
+        took(state, token, t)
+    assert not state.pending and state.met == 1
+    assert _walk(state, positions=[8, 9]) == [None, None]
+
+
 def test_beam_rows_are_held_to_their_terms():
     """A row writing a term offers only its next token, at the model's probability; a row with a term to
     write never offers </s>; a row with nothing left is untouched."""

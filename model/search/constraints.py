@@ -21,6 +21,7 @@ import torch
 from model.search.options import Constraint, DecodeOptions
 
 NEAR = 2  # source tokens either side of a term's span that count as close to it
+TAIL = 32  # the last tokens of a row kept to recognise a term it wrote itself (longer terms are forced)
 
 
 @dataclass
@@ -32,6 +33,7 @@ class TermState:
     met: int = 0
     forced: bool = False  # the last chosen token was forced
     position: int = 0  # the source token the row attended to at the last step
+    tail: tuple[int, ...] = ()  # the row's last tokens, to see a term it wrote on its own
 
     def copy(self) -> TermState:
         return replace(self, pending=list(self.pending))
@@ -81,8 +83,10 @@ def choose(state: TermState, at: At) -> int | None:
 
 
 def took(state: TermState, token: int, t: int) -> None:
-    """A token the search chose freely at step t: when it starts a pending term, the term is begun (its
-    other tokens follow), so that it is not forced a second time later."""
+    """The token the row took at step t. One the search chose freely that starts a pending term near
+    its source begins the term (its other tokens follow); one that ends a whole pending term the model
+    wrote on its own meets the term. Either way the term is not forced a second time later."""
+    state.tail = (*state.tail, token)[-TAIL:]
     if state.forced or state.writing:
         return
     for term in state.pending:
@@ -90,6 +94,10 @@ def took(state: TermState, token: int, t: int) -> None:
         if ids[0] == token and _near(term, state.position):
             state.pending.remove(term)
             state.writing, state.met = ids[1:], state.met + 1
+            return
+        if any(state.tail[-len(way):] == way for way in (term.target, term.opening) if way):
+            state.pending.remove(term)
+            state.met += 1
             return
 
 

@@ -149,6 +149,8 @@ class GreedySearch:
             # This step's query saw <s> and the row's tokens so far: its own history, not the batch's longest.
             history = {l: out.self_attention[l][i, :, : t + 1].tolist() for l in opts.self_attention_layers}
             forced = t < len(opts.prefix) or (row.terms is not None and row.terms.forced)
+            if row.terms is not None:
+                constraints.took(row.terms, chosen[i], t)
             row.steps.append(Step(chosen[i], math.exp(chosen_logp[i]), tops, attention, history, forced=forced))
             row.logp_sum += chosen_logp[i]
 
