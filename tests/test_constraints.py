@@ -8,7 +8,7 @@ import torch
 
 from model.search import decode
 from model.search.backend import TorchBackend
-from model.search.constraints import At, TermState, choose, steer_beams, took
+from model.search.constraints import At, TermState, choose, steer_beams, took, written_again
 from model.search.greedy import GreedySearch, Request, stream
 from model.search.options import Constraint, DecodeOptions
 from tests.conftest import SPECIAL, train_tiny
@@ -85,6 +85,19 @@ def test_a_term_the_model_wrote_whole_away_from_its_source_is_not_forced_again()
         took(state, token, t)
     assert not state.pending and state.met == 1
     assert _walk(state, positions=[8, 9]) == [None, None]
+
+
+def test_a_term_met_is_not_written_once_more():
+    state = TermState([Constraint(3, 4, target=(30, 31)), Constraint(8, 9, target=(32,))])
+    for t, token in enumerate([30, 31, 7]):
+        choose(state, At(t, 3, token, 12, EOS, 20))
+        took(state, token, t)
+    assert written_again(state) == []  # 30 31 is met; 31 would end it only right after 30
+    took(state, 30, 3)
+    assert written_again(state) == [31]
+    assert choose(state, At(4, 8, 9, 12, EOS, 20)) == 32
+    took(state, 32, 4)
+    assert written_again(state) == [32]  # a one-token term, anywhere
 
 
 def test_beam_rows_are_held_to_their_terms():

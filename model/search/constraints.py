@@ -34,6 +34,7 @@ class TermState:
     forced: bool = False  # the last chosen token was forced
     position: int = 0  # the source token the row attended to at the last step
     tail: tuple[int, ...] = ()  # the row's last tokens, to see a term it wrote on its own
+    done: tuple[Constraint, ...] = ()  # the terms met
 
     def copy(self) -> TermState:
         return replace(self, pending=list(self.pending))
@@ -72,9 +73,8 @@ def choose(state: TermState, at: At) -> int | None:
     if not state.writing and state.pending:
         term = _reached(state, at)
         if term is not None:
-            state.pending.remove(term)
+            _meet(state, term)
             state.writing = term.ids(at.t)
-            state.met += 1
     if not state.writing:
         return None
     token, state.writing = state.writing[0], state.writing[1:]
@@ -92,13 +92,26 @@ def took(state: TermState, token: int, t: int) -> None:
     for term in state.pending:
         ids = term.ids(t)
         if ids[0] == token and _near(term, state.position):
-            state.pending.remove(term)
-            state.writing, state.met = ids[1:], state.met + 1
+            _meet(state, term)
+            state.writing = ids[1:]
             return
         if any(state.tail[-len(way):] == way for way in (term.target, term.opening) if way):
-            state.pending.remove(term)
-            state.met += 1
+            _meet(state, term)
             return
+
+
+def _meet(state: TermState, term: Constraint) -> None:
+    state.pending.remove(term)
+    state.done += (term,)
+    state.met += 1
+
+
+def written_again(state: TermState) -> list[int]:
+    """Tokens that would end, once more, a term the row has met and has no other occurrence of to write:
+    the model often says a forced term a second time in its own way ("Wool Wool Boots")."""
+    pending = {way for term in state.pending for way in (term.target, term.opening)}
+    return [way[-1] for term in state.done for way in (term.target, term.opening)
+            if way and way not in pending and state.tail[len(state.tail) - len(way) + 1:] == way[:-1]]
 
 
 def _reached(state: TermState, at: At) -> Constraint | None:
@@ -133,7 +146,9 @@ def steer_beams(terms: list[TermState], logp: torch.Tensor, cross: dict[int, tor
         if token is not None:
             steered[row] = float("-inf")
             steered[row, token] = logp[row, token]
-        elif state.pending:
+            continue
+        steered[row, written_again(state)] = float("-inf")
+        if state.pending:
             steered[row, eos] = float("-inf")
     return steered
 

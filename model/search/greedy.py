@@ -101,8 +101,8 @@ class GreedySearch:
 
     def _steer(self, i: int, out: StepOutput) -> None:
         """Row i's token where it is not the argmax: the prefix's next token or a glossary term's (its
-        probability stays the model's), or the best token that repeats no n-gram (the banned ones leave
-        the row's top list too)."""
+        probability stays the model's), or the best token that neither repeats an n-gram nor writes a
+        term met already once more (the banned ones leave the row's top list too)."""
         row, opts, logp = self.rows[i], self.rows[i].request.options, out.logp
         t = len(row.steps)
         term = self._term_token(i, out) if t >= len(opts.prefix) else None
@@ -110,14 +110,14 @@ class GreedySearch:
             token = opts.prefix[t]
         elif term is not None:
             token = term
-        elif opts.no_repeat_ngram:
-            banned = repeated_ngram_ends([s.id for s in row.steps], opts.no_repeat_ngram)
+        else:
+            generated = [s.id for s in row.steps]
+            banned = repeated_ngram_ends(generated, opts.no_repeat_ngram) if opts.no_repeat_ngram else []
+            banned += constraints.written_again(row.terms) if row.terms is not None else []
             if not banned:
                 return
             logp[i, banned] = float("-inf")
             token = int(self.backend.top_k(logp[i : i + 1], 1)[1][0, 0])
-        else:
-            return
         self.cache.tokens_in_use[i] = token
         self.cache.best_logp_in_use[i] = logp[i, token]
 
