@@ -31,7 +31,7 @@ def test_a_term_is_forced_where_the_attention_reaches_its_source(span, first_ste
     forced = _walk(state, positions=list(range(1, 12)))
     assert forced[first_step:first_step + 2] == [30, 31]
     assert [f for f in forced if f is not None] == [30, 31]
-    assert state.met == 1 and not state.pending
+    assert len(state.done) == 1 and not state.pending
 
 
 def test_a_term_the_model_chooses_itself_near_its_source_is_not_forced_twice():
@@ -72,10 +72,10 @@ def test_two_overlapping_terms_are_each_written_once():
 def test_a_freely_chosen_first_token_begins_the_term_in_beam_search_near_its_source():
     state = TermState([Constraint(5, 6, target=(30, 31))], position=1)
     took(state, 30, t=0)
-    assert state.writing == () and state.met == 0
+    assert state.writing == () and not state.done
     state.position = 6
     took(state, 30, t=1)
-    assert state.writing == (31,) and state.met == 1
+    assert state.writing == (31,) and len(state.done) == 1
 
 
 def test_a_term_the_model_wrote_whole_away_from_its_source_is_not_forced_again():
@@ -83,7 +83,7 @@ def test_a_term_the_model_wrote_whole_away_from_its_source_is_not_forced_again()
     for t, token in enumerate([7, 30, 31]):
         assert choose(state, At(t, 1, token, 12, EOS, 20)) is None
         took(state, token, t)
-    assert not state.pending and state.met == 1
+    assert not state.pending and len(state.done) == 1
     assert _walk(state, positions=[8, 9]) == [None, None]
 
 

@@ -30,7 +30,6 @@ class TermState:
 
     pending: list[Constraint]
     writing: tuple[int, ...] = ()
-    met: int = 0
     forced: bool = False  # the last chosen token was forced
     position: int = 0  # the source token the row attended to at the last step
     tail: tuple[int, ...] = ()  # the row's last tokens, to see a term it wrote on its own
@@ -40,11 +39,14 @@ class TermState:
         return replace(self, pending=list(self.pending))
 
 
+def state(opts: DecodeOptions) -> TermState | None:
+    """A row's fresh state, or None when the options hold no term (then the row is not steered for terms)."""
+    return TermState(sorted(opts.constraints, key=lambda c: c.start)) if opts.constraints else None
+
+
 def states(opts: DecodeOptions, rows: int) -> list[TermState] | None:
-    """A fresh state per row, or None when the options hold no term (then no row is steered for terms)."""
-    if not opts.constraints:
-        return None
-    return [TermState(sorted(opts.constraints, key=lambda c: c.start)) for _ in range(rows)]
+    """A fresh state for each of `rows` rows, or None when the options hold no term."""
+    return [state(opts) for _ in range(rows)] if opts.constraints else None
 
 
 def attended(cross: dict[int, torch.Tensor], opts: DecodeOptions, row: int, source_length: int) -> int:
@@ -103,7 +105,6 @@ def took(state: TermState, token: int, t: int) -> None:
 def _meet(state: TermState, term: Constraint) -> None:
     state.pending.remove(term)
     state.done += (term,)
-    state.met += 1
 
 
 def written_again(state: TermState) -> list[int]:

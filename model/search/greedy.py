@@ -70,7 +70,7 @@ class GreedySearch:
         if not requests:
             return
         self.backend.join([r.source_ids for r in requests], self.cache, self.special.bos)
-        self.rows += [_Row(r, terms=_first(constraints.states(r.options, 1))) for r in requests]
+        self.rows += [_Row(r, terms=constraints.state(r.options)) for r in requests]
         self._rows_changed()
 
     @torch.inference_mode()
@@ -172,10 +172,6 @@ class GreedySearch:
         order = self.cache.keep(keep, width)
         self.rows = [self.rows[i] for i in order]
         self._rows_changed()
-
-
-def _first(states: list | None):
-    return states[0] if states else None
 
 
 def _term_layer(opts: DecodeOptions) -> tuple[int, ...]:
