@@ -43,6 +43,8 @@ def test_english_dates_and_times_in_their_other_forms():
     ("See Figure 17.152 and Section 2.3 (version 2.100).", "en"),  # numberings
     ("Vea la Figura 16.189 y la sección 2.3.", "es"),
     ("2.11. List of the packages", "en"),  # a numbered heading
+    ("It ships with GIMP 2.10 and Python 3.11.", "en"),  # a version after a name
+    ("All the features from 2.10.x are there.", "en"),  # part of a version pattern
 ])
 def test_what_is_not_a_quantity_in_the_source_conventions_stays(text, source):
     assert converted(text, source, "en" if source == "es" else "es") == []

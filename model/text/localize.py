@@ -61,10 +61,15 @@ _REFERENCE = re.compile(r"(?:\b(?:figures?|figuras?|tables?|tablas?|sections?|se
 
 
 def _numbering(text: str, match: re.Match) -> bool:
-    """A section, figure or version number (after such a word, or opening the text: "2.11. List of")."""
-    if _REFERENCE.search(text[max(0, match.start() - 20):match.start()]):
+    """A section, figure or version number: after such a word, after a name ("GIMP 2.10", "Python
+    3.11": a capitalised word inside the sentence), or opening the text ("2.11. List of")."""
+    before = text[:match.start()]
+    if _REFERENCE.search(before[-20:]):
         return True
-    return not text[:match.start()].strip() and text[match.end():match.end() + 1] == "."
+    name = re.search(r"(\S+)\s+$", before)
+    if name and name[1][:1].isupper() and before[:name.start()].strip()[-1:] not in ("", ".", "!", "?", ":"):
+        return True
+    return not before.strip() and text[match.end():match.end() + 1] == "."
 
 
 def number(written: str, source: str, target: str) -> str | None:
@@ -143,7 +148,7 @@ def _time(match: re.Match, source: str, target: str) -> str | None:
 def _rules(source: str) -> list[tuple[re.Pattern, object]]:
     """(pattern, converter) in order of precedence: a date before the numbers in it, and so on."""
     months = _month_pattern(source)
-    number = rf"(?<![\w.,])(?P<n>{_NUMBER})(?![\w]|[.,]\d)"
+    number = rf"(?<![\w.,])(?P<n>{_NUMBER})(?![\w]|[.,]\w)"
     if source == "es":
         dates = [rf"(?<!\w)(?P<d>\d{{1,2}}) de (?P<m>{months})(?: de (?P<y>\d{{4}}))?(?!\w)"]
         # "17:30" (a 24-hour clock); "17:30 h" too
