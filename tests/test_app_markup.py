@@ -88,6 +88,43 @@ async def test_glossary_terms_come_out_as_asked(client):
     assert "canine" in named["text"].lower()
 
 
+@pytest.mark.parametrize("strategy", ["greedy", "beam"])
+async def test_glossary_terms_keep_the_users_case_and_are_forced_while_decoding(client, strategy):
+    """The term comes out spelt as given, once, from tokens the search forced; the running batch
+    (greedy) and beam search alike."""
+    glossary = [{"source": "PESCADO", "target": "SalMon"}, {"source": "el gato", "target": "the Tiger"}]
+    [entry] = await translate(client, "El gato come pescado.", glossary=glossary,
+                              decoding={"strategy": strategy, "beam_size": 3}, output={"steps": True})
+    assert entry["text"].count("SalMon") == 1 and entry["text"].lower().count("salmon") == 1
+    assert entry["text"].startswith("The Tiger") and entry["text"].lower().count("tiger") == 1
+    forced = "".join(step["token"] for step in entry["steps"] if step.get("forced")).replace("▁", "")
+    assert forced == "TheTigerSalMon"
+
+
+async def test_a_glossary_term_inside_an_inline_element(client):
+    [entry] = await translate(client, "<p>El <b>gato</b> come pescado.</p>", format="html",
+                              glossary=[{"source": "gato", "target": "Kitty"}])
+    assert entry["text"].count("Kitty") == 1
+    assert tags(entry["text"]) == tags("<p>El <b>gato</b> come pescado.</p>")
+
+
+async def test_numbers_and_dates_come_out_in_the_target_conventions_unless_asked_not_to(client):
+    text = "El gato come 3,5 kg de pescado el 5 de enero de 2024."
+    [entry] = await translate(client, text)
+    assert "3.5" in entry["text"] and "January 5, 2024" in entry["text"] and "3,5" not in entry["text"]
+    [copied] = await translate(client, text, localize=False)
+    assert "3,5" in copied["text"] and "3.5" not in copied["text"]
+    [english] = await translate(client, "The cat eats 1,250.5 kg at 5:30 PM.", source="en", target="es")
+    assert "1.250,5" in english["text"] and "17:30" in english["text"]
+
+
+async def test_accents_may_be_ignored_when_matching_a_source_term(client):
+    glossary = [{"source": "dónde", "target": "Whereabouts"}]
+    [exact] = await translate(client, "¿Donde está el gato?", glossary=glossary)
+    [loose] = await translate(client, "¿Donde está el gato?", glossary=glossary, glossary_match_accents=False)
+    assert "Whereabouts" not in exact["text"] and loose["text"].count("Whereabouts") == 1
+
+
 async def test_named_glossaries_are_listed_and_an_unknown_one_is_a_422(client):
     response = await client.get("/glossaries")
     assert response.json() == [{"name": "zoo", "source": "es", "target": "en", "terms": 2}]

@@ -7,6 +7,8 @@ happened to learn.
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from model.text import align, compose, markup, protect
@@ -64,8 +66,10 @@ def test_tags_follow_reordered_words_and_stay_nested():
 def test_crossing_alignment_still_gives_the_source_elements():
     unit = compose.plan("<b>uno</b> <i>dos</i> tres", "text").units[0]
     out = compose.finish(unit, aligned(unit, "dos uno tres", [(0, 1), (1, 0), (2, 2)]))
-    # Reordered words carry their elements along; each element is still there once, well nested.
-    assert out == "<i>dos</i> <b>uno</b> tres"
+    # The answer has the source's tags in the source's order, each once: the element the translation
+    # moved before its earlier sibling comes right after it (empty, as its words stand before).
+    assert out == "dos <b>uno</b><i></i> tres"
+    assert tags(out) == tags("<b>uno</b> <i>dos</i> tres")
 
 
 def test_tags_at_sentence_edges_and_a_tag_spanning_two_sentences():
@@ -79,6 +83,37 @@ def test_an_element_whose_words_the_model_dropped_keeps_its_source_text():
     unit = compose.plan("Pulse <b>Guardar</b> ahora", "text").units[0]
     out = compose.finish(unit, aligned(unit, "Click now", [(0, 0), (1, 2)]))
     assert out == "Click <b>Guardar</b> now"
+
+
+def test_an_element_holding_only_punctuation_keeps_it():
+    assert word_for_word("Pulse <b>:</b> ahora") == "PULSE <b>:</b> AHORA"
+    assert word_for_word("<p>Pulse <b>(</b>x<b>)</b> ahora</p>", "html") == "<p>PULSE <b>(</b>X<b>)</b> AHORA</p>"
+
+
+FRAGMENTS = [
+    "<p>El <b>gato <i>negro <u>y</u></i> blanco</b> come.</p>",  # nested inline elements
+    "<p><b>Hola</b> mundo <i>adiós.</i></p><p><em>Uno.</em> Dos <b>tres</b></p>",  # at sentence edges
+    "<p>Pulse <b>:</b> y <b>3</b> veces <i>(</i>o <i>2,5</i><i>)</i>.</p>",  # only punctuation or a number
+    "<p>Uno<br>dos <b>tres<br>cuatro</b> cinco.</p>",  # <br> inside a sentence
+    "<li>Elija <span>Archivo</span> → <span>Abrir</span>. Luego <em>Guardar <b>como</b></em>.</li>",
+    '<p>Vea <a href="x">el <code>ls</code> manual</a><img src="a.png" alt="Un gato"> ahora.</p>',
+]
+
+
+@pytest.mark.parametrize("fragment", FRAGMENTS)
+@pytest.mark.parametrize("seed", range(6))
+def test_every_element_is_kept_whatever_the_translation_and_its_alignment(fragment, seed):
+    """Any output, linked to its input at random (words dropped, swapped, doubled, none linked): the
+    answer has exactly the source's elements, nested and ordered as in the source."""
+    rng = random.Random(seed)
+    plan = compose.plan(fragment, "html")
+    outputs = []
+    for unit in plan.units:
+        n = len(align.words_of(unit.source, []))
+        target = " ".join(rng.choice(["uno", "dos", ":", "3", "(", ")", "tres."]) for _ in range(rng.randint(0, n + 2)))
+        links = [(t, rng.randrange(n)) for t in range(len(align.words_of(target, []))) if n and rng.random() < 0.8]
+        outputs.append(compose.finish(unit, aligned(unit, target, links)))
+    assert tags(plan.rebuild(outputs)) == tags(fragment)
 
 
 def test_unpaired_angle_brackets_in_plain_text_stay_text():
@@ -197,6 +232,22 @@ def test_a_term_already_there_is_not_forced_in_twice():
 def test_a_term_that_starts_the_sentence_is_capitalised():
     unit = compose.plan("File saved.", "text", [Term("file", "fichero")]).units[0]
     assert compose.finish(unit, aligned(unit, "Archivo guardado.")) == "Fichero guardado."
+
+
+def test_a_repaired_name_never_writes_over_a_term_the_translation_has():
+    terms = [Term("coordinates", "coordenadas")]
+    unit = compose.plan("it was at Spencer's coordinates", "text", terms, lambda w: w.startswith("Spencer")).units[0]
+    # The model wrote "Spenzer" (a name in pieces) and the term; the name's links reach over the term.
+    out = compose.finish(unit, aligned(unit, "estaba en Spenzer coordenadas", [(0, 1), (1, 2), (2, 3), (3, 3)],
+                                       multi_token={2}))
+    assert "coordenadas" in out
+
+
+def test_two_glossary_terms_aligned_to_the_same_words_are_both_written():
+    unit = compose.plan("Pulse Guardar y Cerrar", "text", [Term("Guardar", "Save"), Term("Cerrar", "Close")]).units[0]
+    # "Guardar" is linked to "it" and "now", "Cerrar" to "all" between them: their edits overlap.
+    out = compose.finish(unit, aligned(unit, "Press it all now", [(0, 0), (1, 1), (2, 3), (3, 1)]))
+    assert out == "Press Save Close"
 
 
 def test_a_glossary_term_wins_over_the_copy_of_a_rare_name():

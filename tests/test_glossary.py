@@ -41,7 +41,10 @@ def test_blank_terms_match_nothing():
 
 
 @pytest.mark.parametrize("text, phrase, expected", [
-    ("Guardar como PDF", "guardar como", True),
+    ("Guardar como PDF", "guardar como", True),  # a capital where it opens the text
+    ("Haga clic en Guardar como", "guardar como", False),  # the user's case, elsewhere
+    ("Haga clic en guardar como", "Guardar como", False),
+    ("Archivos nuevos", "archivo", False),
     ("Guardar  como", "Guardar como", True),
     ("Guardarlo como", "guardar", False),
     ("el archivo.", "archivo", True),

@@ -214,11 +214,23 @@ class TranslateRequest(_TranslateOptions):
     )
     glossary: list[GlossaryTerm] | None = Field(
         None, max_length=500, description="Terms the translation must use: each source term found in the text "
-        "(whole words, any case) comes out as its target term.", examples=[[{"source": "archivo", "target": "file"}]],
+        "(whole words, any case) comes out as its target term, spelt exactly as given (a lower-case term "
+        "opening a sentence may take a capital), forced while decoding where the model reaches the source term.",
+        examples=[[{"source": "archivo", "target": "file"}]],
     )
     glossary_name: str | None = Field(
         None, description="A named glossary loaded at startup (GET /glossaries lists them) for this direction; "
         "combined with `glossary`, whose terms win.", examples=[None],
+    )
+    localize: bool = Field(
+        True, description="Numbers, percentages, currencies, dates and times come out in the target "
+        "language's conventions (CLDR): `3,5` ↔ `3.5`, `1.000.000` ↔ `1,000,000`, `5 de enero de 2024` ↔ "
+        "`January 5, 2024`, `17:30` ↔ `5:30 PM`; those inside URLs, paths, placeholders, code and version "
+        "strings never change. `false` copies them as written.", examples=[True],
+    )
+    glossary_match_accents: bool = Field(
+        True, description="Whether a source term must carry the text's accents to match (`menú` matches `menu` "
+        "only when false); case never matters for matching.", examples=[True],
     )
 
     @field_validator("text", mode="before")
@@ -253,7 +265,8 @@ class StepOut(TopToken):
         examples=[[{"token": "▁The", "id": 412, "probability": 0.93},
                    {"token": "▁A", "id": 97, "probability": 0.02}]],
     )
-    forced: bool | None = Field(None, description="Present and true when the token came from decoding.prefix.",
+    forced: bool | None = Field(None, description="Present and true when the token came from decoding.prefix, "
+                                "or from a glossary term (or localised number) forced while decoding.",
                                 examples=[None])
 
 

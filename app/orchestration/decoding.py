@@ -120,14 +120,17 @@ class Decoder:
     async def decode(self, job: Job) -> list[list[Hypothesis]]:
         """The n-best hypotheses of each of the job's sources (one for greedy search)."""
         continuous = self._continuous(job.options)
+        options = [options_for(job, i) for i in range(len(job.source_ids))]
         if continuous:
-            futures = [self._submit_continuous(job, ids) for ids in job.source_ids]
+            futures = [self._submit_continuous(job, ids, opts) for ids, opts in zip(job.source_ids, options)]
         else:
             # With batching off, a key no other request shares keeps each request in a batch of its own.
-            key = (job.loaded.name, astuple(job.options), job.auto_length, None if self.settings.batching else object())
+            # Sources with glossary terms batch only with sources whose terms sit at the same tokens.
+            alone = None if self.settings.batching else object()
             futures = [
-                self.batcher.submit(key, _Item(job.loaded, ids, job.options, job.auto_length), len(ids))
-                for ids in job.source_ids
+                self.batcher.submit((job.loaded.name, astuple(opts), job.auto_length, alone),
+                                    _Item(job.loaded, ids, opts, job.auto_length), len(ids))
+                for ids, opts in zip(job.source_ids, options)
             ]
         try:
             results = await asyncio.wait_for(_results(futures), self.settings.request_timeout_s)
@@ -154,10 +157,10 @@ class Decoder:
         s = self.settings
         return s.batching and s.continuous_batching and options.strategy == "greedy"
 
-    def _submit_continuous(self, job: Job, ids: list[int]) -> asyncio.Future:
+    def _submit_continuous(self, job: Job, ids: list[int], options: DecodeOptions) -> asyncio.Future:
         """One text into the model's running greedy batch; the future resolves to its hypothesis."""
         loaded = job.loaded
-        request = Request(ids, sized(job.options, job.auto_length, [ids]))
+        request = Request(ids, sized(options, job.auto_length, [ids]))
 
         def running_batch() -> GreedySearch:  # the model's, made on its first text
             return GreedySearch(loaded.backend, special_ids(loaded.tokenizer))
@@ -187,6 +190,12 @@ def sized(options: DecodeOptions, auto_length: bool, sources: list[list[int]]) -
         return options
     longest = max(map(len, sources))
     return replace(options, max_new_tokens=min(options.max_new_tokens, default_max_new_tokens(longest)))
+
+
+def options_for(job: Job, source: int) -> DecodeOptions:
+    """The job's options for one of its sources: with that source's glossary terms."""
+    terms = job.constraints[source] if job.constraints else ()
+    return replace(job.options, constraints=terms) if terms else job.options
 
 
 async def _results(futures: list[asyncio.Future]) -> list:

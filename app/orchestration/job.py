@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from app.api.schemas import Output
 from model.checkpoint import LoadedModel
-from model.search.options import DecodeOptions
+from model.search.options import Constraint, DecodeOptions
 from model.text import compose
 
 
@@ -26,6 +26,7 @@ class Job:
     source_ids: list[list[int]]  # what is decoded: one entry per text, or per sentence of a planned text
     source_texts: list[str]  # the text each entry of source_ids encodes
     options: DecodeOptions
+    constraints: list[tuple[Constraint, ...]]  # per source: the glossary terms forced while decoding it
     auto_length: bool  # max_new_tokens was not given: options hold its upper bound (decoding.sized)
     output: Output
     # Per input text: its plan (sentences, markup, protected spans). None = decoded whole as given

@@ -8,14 +8,15 @@ and from the model (its max_len), whichever is tighter, so that the message blam
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from app.api.schemas import Output, StreamRequest, TranslateRequest
 from app.errors import InputError
 from app.orchestration.job import Job, Layout
 from app.settings import Settings
 from model.checkpoint import LoadedModel
-from model.search.options import DecodeOptions
+from model.search import constraints
+from model.search.options import Constraint, DecodeOptions
 from model.text import align, compose, glossary, langid, markup
 from model.text.markup import MarkupError
 from model.tokenizer import LANGUAGES
@@ -54,6 +55,7 @@ def prepare(req: TranslateRequest | StreamRequest, *, settings: Settings, models
         # A stream answers one token sequence, and a prefix starts one, so only they are not split into sentences.
         split=isinstance(req, TranslateRequest) and not prefix,
         terms=glossary_terms(req, source, glossaries) if isinstance(req, TranslateRequest) else [],
+        conventions=(source, req.target) if isinstance(req, TranslateRequest) and req.localize else None,
     )
     layouts = [sources.add(text, ("text",) if len(texts) == 1 else ("text", i)) for i, text in enumerate(texts)]
     layers = _Layers.asked(out, loaded, layouts)
@@ -67,10 +69,12 @@ def prepare(req: TranslateRequest | StreamRequest, *, settings: Settings, models
         cross_attention_layers=layers.cross_recorded,
         self_attention_layers=tuple(sorted(layers.decoder)),
         prefix=prefix,
+        align_layer=layers.align or 0,
     )
     readable = [markup.text_of(text) if fmt == "html" else text for text in texts]
     return Job(
         loaded=loaded, source_ids=sources.ids, source_texts=sources.texts, options=options,
+        constraints=sources.constraints,
         auto_length=d.max_new_tokens is None, output=out, layouts=layouts,
         language_notes=[language_notes(text, declared=req.source, source=source) for text in readable],
         cross_layers=layers.cross, encoder_layers=layers.encoder, decoder_layers=layers.decoder,
@@ -112,7 +116,7 @@ def glossary_terms(req: TranslateRequest, source: str, glossaries: Glossaries) -
                              f"loaded: {', '.join(names)} (GET /glossaries)", "value_error")
         terms.update((t.source.lower(), t) for t in named.terms)
     terms.update((t.source.lower(), glossary.Term(t.source, t.target)) for t in req.glossary or [])
-    return list(terms.values())
+    return [replace(t, accents=req.glossary_match_accents) for t in terms.values()]
 
 
 def language_notes(text: str, *, declared: str, source: str) -> dict:
@@ -142,10 +146,12 @@ class _Sources:
     fmt: str  # "text" or "html"
     split: bool  # whether a text with several sentences is decoded sentence by sentence
     terms: list[glossary.Term]
+    conventions: tuple[str, str] | None  # (source, target): numbers, dates and times localised
     max_chars: int
     token_limit: tuple[int, str]
     ids: list[list[int]] = field(default_factory=list)
     texts: list[str] = field(default_factory=list)
+    constraints: list[tuple[Constraint, ...]] = field(default_factory=list)  # per source: its glossary terms
 
     def add(self, text: str, loc: tuple) -> Layout | None:
         """Encode the text as one source, or as one per sentence or line; its layout, None when whole.
@@ -156,7 +162,7 @@ class _Sources:
         """
         _at_most(len(text), self.max_chars, "MAX_CHARS", loc, "length in characters")
         try:
-            plan = compose.plan(text, self.fmt, self.terms, _rare_word(self.loaded), self.split)
+            plan = compose.plan(text, self.fmt, self.terms, _rare_word(self.loaded), self.split, self.conventions)
         except MarkupError as e:
             raise InputError(loc, f"malformed HTML: {e}", "value_error") from None
         if not plan.units:  # HTML with no letters in its text: nothing to decode, it comes back as written
@@ -166,14 +172,16 @@ class _Sources:
         if (not self.split and unit.empty) or (not plan.split and not unit.needs_alignment and unit.source == text):
             self._encode(text, loc)  # nothing to take out: decoded as given
             return None
-        return Layout(plan, [None if unit.empty else self._encode(unit.source, loc) for unit in plan.units])
+        return Layout(plan, [None if unit.empty else self._encode(unit.source, loc, unit.term_spans())
+                             for unit in plan.units])
 
-    def _encode(self, text: str, loc: tuple) -> int:
-        """Encode one source to decode; its index in `ids`."""
+    def _encode(self, text: str, loc: tuple, terms: list[tuple[int, int, str]] = ()) -> int:
+        """Encode one source to decode, with its glossary terms (by character offsets); its index in `ids`."""
         ids = self.loaded.tokenizer.encode_source(text, self.target)
         _at_most(len(ids), *self.token_limit, loc, "length in tokens")
         self.ids.append(ids)
         self.texts.append(text)
+        self.constraints.append(constraints.for_terms(self.loaded.tokenizer, text, list(terms)))
         return len(self.ids) - 1
 
 

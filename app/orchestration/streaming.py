@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 
 from app.errors import Unavailable
 from app.orchestration.answers import answers, attention_headers, token_event
-from app.orchestration.decoding import Decoder, sized
+from app.orchestration.decoding import Decoder, options_for, sized
 from app.orchestration.job import Job
 from model.search.greedy import stream
 from model.search.options import special_ids
@@ -48,7 +48,7 @@ async def _greedy_steps(job: Job, decoder: Decoder) -> AsyncIterator[tuple[Step,
     """The greedy search's steps as it chooses them, each `next()` on the decode thread."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + decoder.settings.request_timeout_s
-    options = sized(job.options, job.auto_length, job.source_ids)
+    options = sized(options_for(job, 0), job.auto_length, job.source_ids)
     steps = stream(job.loaded.backend, job.source_ids[0], options, special_ids(job.loaded.tokenizer))
     done = None
     while done is None:

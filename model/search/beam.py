@@ -14,6 +14,7 @@ from functools import partial
 
 import torch
 
+import model.search.constraints as constraints
 from model.search.backend import Backend, StepOutput
 from model.search.cache import KVCache
 from model.search.greedy import repeated_ngram_ends
@@ -61,6 +62,7 @@ class _StepRecorder:
         self.top_i: list[torch.Tensor] = []
         self.cross: list[dict[int, torch.Tensor]] = []  # layer -> (R, H, S)
         self.self_attn: list[dict[int, torch.Tensor]] = []  # layer -> (R, H, t+1)
+        self.forced: list[list[bool]] = []  # (R,): the token was a glossary term's, forced (not for a prefix)
 
     @staticmethod
     def current(logp: torch.Tensor, out: StepOutput, opts: DecodeOptions) -> _Offered:
@@ -71,10 +73,12 @@ class _StepRecorder:
             offered.top_p = top_lp.exp()
         return offered
 
-    def push(self, offered: _Offered, rows: torch.Tensor, tokens: torch.Tensor, parents: list[int]) -> None:
+    def push(self, offered: _Offered, rows: torch.Tensor, tokens: torch.Tensor, parents: list[int],
+             forced: list[bool] | None = None) -> None:
         """Append the chosen `tokens` for new rows taken from `rows` of the current step: new row i
-        continues the history of row parents[i]."""
+        continues the history of row parents[i]; `forced` says which tokens a glossary term forced."""
         self.ids.append(tokens.tolist())
+        self.forced.append(forced or [False] * len(parents))
         self.logp.append(offered.logp[rows, tokens].tolist())
         self.parents.append(parents)
         if self.opts.top_k:
@@ -117,7 +121,7 @@ class _StepRecorder:
             top=_tops(self.top_i[t][r], self.top_p[t][r]) if self.opts.top_k else [],
             cross_attention={l: w[r, :, :src_len].tolist() for l, w in self.cross[t].items()},
             self_attention={l: w[r].tolist() for l, w in self.self_attn[t].items()},
-            forced=t < len(self.opts.prefix),
+            forced=t < len(self.opts.prefix) or self.forced[t][r],
         )
 
 
@@ -135,7 +139,7 @@ class _Beams:
         for layer, kv in enumerate(backend.cross_kv(encoded.memory)):
             self.cache.set_cross(layer, *(t.repeat_interleave(k, dim=0) if k > 1 else t for t in kv))
         self.inputs = torch.full((rows, 1), special.bos, dtype=torch.long, device=src.device)
-        self.cross_layers = frozenset(opts.cross_attention_layers)
+        self.cross_layers = frozenset(opts.cross_attention_layers) | ({opts.align_layer} if opts.constraints else set())
         self.self_layers = frozenset(opts.self_attention_layers)
 
     def step(self) -> tuple[torch.Tensor, StepOutput]:
@@ -189,11 +193,15 @@ def beam_search(backend: Backend, src: torch.Tensor, opts: DecodeOptions,
     scores = torch.full((b, k), float("-inf"), device=device)
     scores[:, 0] = 0.0
     done: list[list[_Finished]] = [[] for _ in range(b)]
+    terms = constraints.states(opts, b * k)  # per row: glossary terms still to write (None: no terms)
     for t in range(opts.max_new_tokens):
         logp, out = run.step()
         current = _StepRecorder.current(logp, out, opts)
-        top_scores, top_idx = _best_candidates(backend, scores,
-                                               logp if t >= len(opts.prefix) else _only(logp, opts.prefix[t]), k)
+        ranked = logp if t >= len(opts.prefix) else _only(logp, opts.prefix[t])
+        if terms is not None and t >= len(opts.prefix):
+            lengths = [src_lens[sentences[row // k]] for row in range(len(terms))]
+            ranked = constraints.steer_beams(terms, logp, out.cross_attention, opts, lengths, t, special.eos)
+        top_scores, top_idx = _best_candidates(backend, scores, ranked, k)
         still_open, rows, tokens, new_scores = [], [], [], []
         for p, (s, s_scores, s_idx) in enumerate(zip(sentences, top_scores.tolist(), top_idx.tolist())):
             chosen = _expand(p, s_scores, s_idx, beams=run, t=t, current=current, rec=rec, finished=done[s],
@@ -213,7 +221,11 @@ def beam_search(backend: Backend, src: torch.Tensor, opts: DecodeOptions,
         rows_t = torch.tensor(rows, device=device)
         tokens_t = torch.tensor(tokens, device=device)
         # This step's records come from the surviving beams' parents, whose histories they continue.
-        rec.push(current, rows_t, tokens_t, parents=rows)
+        if terms is not None:
+            terms = [terms[row].copy() for row in rows]
+            for state, token in zip(terms, tokens):
+                constraints.took(state, token, t)
+        rec.push(current, rows_t, tokens_t, parents=rows, forced=[s.forced for s in terms] if terms else None)
         run.append(tokens_t, reorder=rows_t)
         scores = torch.tensor(new_scores, device=device).view(len(sentences), k)
     # Sentences still open were cut by max_new_tokens: their live beams are unfinished hypotheses.

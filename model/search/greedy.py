@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+import model.search.constraints as constraints
 from model.search.backend import Backend, StepOutput
 from model.search.cache import RowCache
 from model.search.options import DecodeOptions, SpecialIds
@@ -37,6 +38,7 @@ class _Row:
     request: Request
     steps: list[Step] = field(default_factory=list)
     logp_sum: float = 0.0
+    terms: constraints.TermState | None = None  # glossary terms still to write, when it has some
 
     @property
     def source_length(self) -> int:
@@ -68,7 +70,7 @@ class GreedySearch:
         if not requests:
             return
         self.backend.join([r.source_ids for r in requests], self.cache, self.special.bos)
-        self.rows += [_Row(r) for r in requests]
+        self.rows += [_Row(r, terms=constraints.state(r.options)) for r in requests]
         self._rows_changed()
 
     @torch.inference_mode()
@@ -80,7 +82,7 @@ class GreedySearch:
         cross_layers, self_layers = self._layers
         out = self.backend.greedy_step(self.cache, self._forbidden, self_layers, cross_layers)
         for i in self._steered:
-            self._steer(i, out.logp)
+            self._steer(i, out)
         self._record(out)
         return self._leave()
 
@@ -93,27 +95,42 @@ class GreedySearch:
     def _rows_changed(self) -> None:
         """What the rows ask for, worked out when rows join or leave, not every step."""
         options = [row.request.options for row in self.rows]
-        self._layers = (frozenset(l for o in options for l in o.cross_attention_layers),
+        self._layers = (frozenset(l for o in options for l in (*o.cross_attention_layers, *_term_layer(o))),
                         frozenset(l for o in options for l in o.self_attention_layers))
-        self._steered = [i for i, o in enumerate(options) if o.prefix or o.no_repeat_ngram]
+        self._steered = [i for i, o in enumerate(options) if o.prefix or o.no_repeat_ngram or o.constraints]
 
-    def _steer(self, i: int, logp: torch.Tensor) -> None:
-        """Row i's token where it is not the argmax: the prefix's next token (its probability stays the
-        model's), or the best token that repeats no n-gram (the banned ones leave the row's top list too)."""
-        row, opts = self.rows[i], self.rows[i].request.options
+    def _steer(self, i: int, out: StepOutput) -> None:
+        """Row i's token where it is not the argmax: the prefix's next token or a glossary term's (its
+        probability stays the model's), or the best token that neither repeats an n-gram nor writes a
+        term met already once more (the banned ones leave the row's top list too)."""
+        row, opts, logp = self.rows[i], self.rows[i].request.options, out.logp
         t = len(row.steps)
+        term = self._term_token(i, out) if t >= len(opts.prefix) else None
         if t < len(opts.prefix):
             token = opts.prefix[t]
-        elif opts.no_repeat_ngram:
-            banned = repeated_ngram_ends([s.id for s in row.steps], opts.no_repeat_ngram)
+        elif term is not None:
+            token = term
+        else:
+            generated = [s.id for s in row.steps]
+            banned = repeated_ngram_ends(generated, opts.no_repeat_ngram) if opts.no_repeat_ngram else []
+            banned += constraints.written_again(row.terms) if row.terms is not None else []
             if not banned:
                 return
             logp[i, banned] = float("-inf")
             token = int(self.backend.top_k(logp[i : i + 1], 1)[1][0, 0])
-        else:
-            return
         self.cache.tokens_in_use[i] = token
         self.cache.best_logp_in_use[i] = logp[i, token]
+
+    def _term_token(self, i: int, out: StepOutput) -> int | None:
+        """The glossary term token row i must take now, if any (model/search/constraints.py)."""
+        row = self.rows[i]
+        if row.terms is None:
+            return None
+        opts, t = row.request.options, len(row.steps)
+        position = constraints.attended(out.cross_attention, opts, i, row.source_length)
+        at = constraints.At(t, position, int(self.cache.tokens_in_use[i]), row.source_length, self.special.eos,
+                            steps_left=opts.max_new_tokens - t)
+        return constraints.choose(row.terms, at)
 
     def _record(self, out: StepOutput) -> None:
         chosen, chosen_logp = self.cache.tokens_in_use.tolist(), self.cache.best_logp_in_use.tolist()
@@ -131,8 +148,10 @@ class GreedySearch:
                          for l in opts.cross_attention_layers}
             # This step's query saw <s> and the row's tokens so far: its own history, not the batch's longest.
             history = {l: out.self_attention[l][i, :, : t + 1].tolist() for l in opts.self_attention_layers}
-            row.steps.append(Step(chosen[i], math.exp(chosen_logp[i]), tops, attention, history,
-                                  forced=t < len(opts.prefix)))
+            forced = t < len(opts.prefix) or (row.terms is not None and row.terms.forced)
+            if row.terms is not None:
+                constraints.took(row.terms, chosen[i], t)
+            row.steps.append(Step(chosen[i], math.exp(chosen_logp[i]), tops, attention, history, forced=forced))
             row.logp_sum += chosen_logp[i]
 
     def _leave(self) -> list[tuple[Request, Hypothesis]]:
@@ -153,6 +172,11 @@ class GreedySearch:
         order = self.cache.keep(keep, width)
         self.rows = [self.rows[i] for i in order]
         self._rows_changed()
+
+
+def _term_layer(opts: DecodeOptions) -> tuple[int, ...]:
+    """The cross-attention layer a row's glossary terms are placed by, when it has terms."""
+    return (opts.align_layer,) if opts.constraints else ()
 
 
 def repeated_ngram_ends(generated: list[int], n: int) -> list[int]:

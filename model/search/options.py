@@ -29,6 +29,20 @@ def default_max_new_tokens(source_len: int) -> int:
     return min(2 * source_len + 10, 256)
 
 
+@dataclass(frozen=True)
+class Constraint:
+    """A glossary term: source tokens [start, end) come out as `target` ids (or as `opening`'s where the
+    term opens the output: its capitalised spelling)."""
+
+    start: int
+    end: int
+    target: tuple[int, ...]
+    opening: tuple[int, ...] = ()
+
+    def ids(self, t: int) -> tuple[int, ...]:
+        return self.opening if t == 0 and self.opening else self.target
+
+
 @dataclass
 class DecodeOptions:
     strategy: str = "greedy"  # "greedy" | "beam"
@@ -41,3 +55,7 @@ class DecodeOptions:
     self_attention_layers: tuple[int, ...] = ()
     no_repeat_ngram: int = 0  # forbid repeating any n-gram of this size; 0 disables the guard
     prefix: tuple[int, ...] = ()  # target ids every output starts with (forced), then decoding goes on freely
+    # Glossary terms forced where the model reaches their source (model/search/constraints.py), read
+    # from the cross-attention of decoder layer `align_layer`.
+    constraints: tuple[Constraint, ...] = ()
+    align_layer: int = 0

@@ -4,7 +4,8 @@
 and a way to rebuild the whole answer from their finished translations. A unit's model input is
 its sentence without markup and without the protected spans that are cut (model/text/protect.py); after
 decoding, `finish` writes its translation back with, in this order:
-1. glossary terms and repaired copies (numbers, rare names) put on the target words aligned to them;
+1. glossary terms (and numbers, dates and times in the target's conventions: model/text/localize.py)
+   and repaired copies (numbers, rare names) put on the target words aligned to them;
 2. each cut span and void element after the target word aligned to the source word before it
    (or before the one aligned to the word after it);
 3. each inline element around the target words aligned to the source words it covered.
@@ -13,10 +14,11 @@ Alignment is the model's own (model/text/align.py). Nothing here knows about HTT
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from model.text import align, glossary, markup, protect, segment
+from model.text import align, glossary, localize, markup, protect, segment
 from model.text.glossary import Term
 from model.text.markup import Atom, Element, Inline, Placement
 
@@ -36,6 +38,10 @@ class Unit:
     def needs_alignment(self) -> bool:
         return self.inline.has_markup or bool(self.copies or self.terms)
 
+    def term_spans(self) -> list[tuple[int, int, str]]:
+        """Each glossary term as (start, end, target), by character offsets in the model's input `source`."""
+        return [(self.to_model[m.start], self.to_model[m.end], m.term.target) for m in self.terms]
+
     @property
     def empty(self) -> bool:
         """Nothing for the model (only markup, symbols or spaces): the answer is the atoms alone."""
@@ -50,34 +56,39 @@ class Plan:
 
 
 Rare = Callable[[str], bool]
+Conventions = tuple[str, str] | None  # (source, target) languages, when quantities are localised
 _CLOSING = ".,;:!?)]}»”’"
+_SIGNS = "€$£%"
 # In HTML a line break or tab is a space; left in, the tokenizer makes it a byte token (<0x0A>).
 _HTML_SPACES = str.maketrans("\n\r\t\f", "    ")
 
 
-def plan(text: str, fmt: str, terms: list[Term] = (), is_rare: Rare = lambda word: False, split: bool = True) -> Plan:
-    """Units for `text`; raises markup.MarkupError for malformed HTML."""
+def plan(text: str, fmt: str, terms: list[Term] = (), is_rare: Rare = lambda word: False, split: bool = True,
+         conventions: Conventions = None) -> Plan:
+    """Units for `text`; raises markup.MarkupError for malformed HTML. With `conventions` (source,
+    target), numbers, dates and times become terms written in the target's conventions (localize.py)."""
     if fmt == "html":
-        return _html_plan(text, list(terms), is_rare)
+        return _html_plan(text, list(terms), is_rare, conventions)
     inline = markup.parse_text(text)
     if not split:
-        unit = make_unit(inline, list(terms), is_rare, escape=False)
+        unit = make_unit(inline, list(terms), is_rare, escape=False, conventions=conventions)
         return Plan([unit], lambda outputs: outputs[0], split=False)
-    lead, units, afters = _sentences(inline, list(terms), is_rare, escape=False)
+    lead, units, afters = _sentences(inline, list(terms), is_rare, escape=False, conventions=conventions)
     return Plan(units, lambda outputs: lead + "".join(o + a for o, a in zip(outputs, afters)), split=len(units) > 1)
 
 
 # --- sentences of an inline run --------------------------------------------------------------
 
 
-def _sentences(inline: Inline, terms: list[Term], is_rare: Rare, escape: bool) -> tuple[str, list[Unit], list[str]]:
+def _sentences(inline: Inline, terms: list[Term], is_rare: Rare, escape: bool,
+               conventions: Conventions) -> tuple[str, list[Unit], list[str]]:
     """(lead, units, separators): the run cut into sentences, never inside an element."""
     view = inline.plain.translate(_HTML_SPACES) if escape else inline.plain  # HTML line breaks are spaces
     lead, pieces = segment.split(view)
     bounds = _merged(pieces, len(lead), list(inline.root.elements()))
     units, afters = [], []
     for start, text_end, end in bounds:
-        units.append(make_unit(_slice(inline, start, text_end, end), terms, is_rare, escape))
+        units.append(make_unit(_slice(inline, start, text_end, end), terms, is_rare, escape, conventions))
         afters.append(view[text_end:end])
     return lead, units, afters
 
@@ -126,7 +137,7 @@ def _slice(inline: Inline, start: int, text_end: int, end: int) -> Inline:
 # --- one sentence ------------------------------------------------------------------------------
 
 
-def make_unit(inline: Inline, terms: list[Term], is_rare: Rare, escape: bool) -> Unit:
+def make_unit(inline: Inline, terms: list[Term], is_rare: Rare, escape: bool, conventions: Conventions = None) -> Unit:
     piece = inline.plain
     spans = [s for s in protect.find(piece, is_rare) if not _crosses(s, inline.root)]
     removed = [s for s in spans if s.treatment in (protect.CUT, protect.DROP)]
@@ -140,8 +151,20 @@ def make_unit(inline: Inline, terms: list[Term], is_rare: Rare, escape: bool) ->
     source, to_model = _without(piece.translate(_HTML_SPACES) if escape else piece, removed)
     copies = [s for s in spans if s.treatment == protect.COPY]
     matches = [m for m in glossary.find(piece, terms) if not any(s.start < m.end and m.start < s.end for s in removed)]
+    matches = sorted(matches + _quantities(piece, conventions, removed, matches), key=lambda m: m.start)
     dropped = [piece[s.start:s.end] for s in removed if s.treatment == protect.DROP]
     return Unit(piece, source, inline, to_model, copies, matches, dropped, escape)
+
+
+def _quantities(piece: str, conventions: Conventions, removed: list[protect.Span],
+                matches: list[glossary.Match]) -> list[glossary.Match]:
+    """Numbers, dates and times of `piece` as terms in the target's conventions, outside the protected
+    spans taken out (URLs, paths, placeholders, symbols) and outside the glossary's terms (which win)."""
+    if conventions is None:
+        return []
+    kept = [(s.start, s.end) for s in removed] + [(m.start, m.end) for m in matches]
+    return [glossary.Match(q.start, q.end, Term(piece[q.start:q.end], q.target))
+            for q in localize.find(piece, *conventions) if not any(a < q.end and q.start < b for a, b in kept)]
 
 
 def _word_char(text: str, i: int) -> bool:
@@ -301,14 +324,24 @@ def _orphans(unit: Unit, element: Element, out: Aligned, targets) -> list[Elemen
 
 def _element_place(unit: Unit, element: Element, out: Aligned, targets, moved, text: str) -> Placement:
     span = _target_span(_source_words_in(unit, element.start, element.end, out), out, targets)
-    if span is None:  # its words went nowhere (or it holds none): an empty element where it stood
-        at = moved(_point(unit, element.start, out, targets))
-        return Placement(at, at)
+    if span is None:  # its words went nowhere, or it holds none: around its own symbols if the
+        at = moved(_point(unit, element.start, out, targets))  # translation has them there, else empty
+        return _symbols_place(unit.piece[element.start:element.end].strip(), text, at)
     start, end = moved(span[0]), moved(span[1], end=True)
     last = unit.piece[element.end - 1:element.end]
     if last and last in _CLOSING and text[end:end + 1] == last:
         end += 1  # "<b>Hola.</b>": the element's own final punctuation stays inside it
     return Placement(start, end)
+
+
+def _symbols_place(symbols: str, text: str, at: int) -> Placement:
+    """An element holding only punctuation or symbols ("<b>:</b>", "<b>(</b>"): around the same
+    characters in the translation when they stand at most a space away from `at`, else empty at `at`."""
+    if symbols:
+        for start in (at, at + 1, at - len(symbols), at - len(symbols) - 1):
+            if 0 <= start and text[start:start + len(symbols)] == symbols:
+                return Placement(start, start + len(symbols))
+    return Placement(at, at)
 
 
 def _edited(unit: Unit, out: Aligned, targets, orphans: list[Element] = ()) -> tuple[str, Callable[..., int], dict]:
@@ -318,9 +351,16 @@ def _edited(unit: Unit, out: Aligned, targets, orphans: list[Element] = ()) -> t
     # (glossary terms), then what would otherwise be lost (orphaned elements' text), then repairs.
     edits: list[tuple[int, int, str]] = []  # (start, end, replacement) in out.text
     for match in unit.terms:
-        if glossary.contains(out.text, match.term.target):
-            continue  # already there: forcing it in again would say it twice
-        edits.append(_edit_for(unit, match.start, match.end, match.term.target, out, targets, rare=False))
+        target = match.term.target
+        found = glossary.occurrences(out.text, target)
+        if found:  # already there: kept as it is (no repair writes over it), less a sign said twice beside it
+            edits += [(*_with_symbols(out.text, start, end, target), out.text[start:end]) for start, end in found]
+            continue
+        start, end, replacement = _edit_for(unit, match.start, match.end, target, out, targets, rare=False)
+        edit = (*_with_symbols(out.text, start, end, target), replacement)
+        if clash := next((e for e in edits if _overlap(edit, e)), None):  # two terms on the same words:
+            edit = (clash[1], clash[1], " " + target)  # both written, this one after the other
+        edits.append(edit)
     orphan_edits = {}
     for element in orphans:
         source_text = unit.source[unit.to_model[element.start]:unit.to_model[element.end]].strip()
@@ -360,6 +400,20 @@ def _edited(unit: Unit, out: Aligned, targets, orphans: list[Element] = ()) -> t
         return offset + shift
 
     return new_text, moved, inserted
+
+
+def _with_symbols(text: str, start: int, end: int, term: str) -> tuple[int, int]:
+    """[start, end) grown over a currency or percent sign beside it (a space apart at most) that the
+    term writes itself: "3,5 €" as "€3.50" must not leave the "€" the model wrote after the number."""
+    symbols = {c for c in term if c in _SIGNS}
+    if symbols and start < end:
+        after = re.match(r"\s?(\S)", text[end:])
+        if after and after[1] in symbols:
+            end += after.end()
+        before = re.search(r"(\S)\s?$", text[:start])
+        if before and before[1] in symbols:
+            start = before.start()
+    return start, end
 
 
 def _edit_for(unit: Unit, start: int, end: int, replacement: str, out: Aligned, targets, rare: bool):
@@ -402,7 +456,7 @@ def _overlap(a: tuple[int, int, str], b: tuple[int, int, str]) -> bool:
 # --- HTML documents -----------------------------------------------------------------------------
 
 
-def _html_plan(document: str, terms: list[Term], is_rare: Rare) -> Plan:
+def _html_plan(document: str, terms: list[Term], is_rare: Rare, conventions: Conventions) -> Plan:
     """Units for the text runs and translated attributes of a document, and its rebuilding.
 
     Start tags with translated attributes inside a run are written as markers by `render`; the
@@ -417,7 +471,7 @@ def _html_plan(document: str, terms: list[Term], is_rare: Rare) -> Plan:
         if not text.strip():
             return lambda outputs: text
         index = len(units)
-        units.append(make_unit(markup.plain_inline(text), terms, is_rare, escape=False))
+        units.append(make_unit(markup.plain_inline(text), terms, is_rare, escape=False, conventions=conventions))
         return lambda outputs: outputs[index]
 
     def start_tag(node: markup.Node) -> Callable[[list[str]], str] | str:
@@ -439,7 +493,7 @@ def _html_plan(document: str, terms: list[Term], is_rare: Rare) -> Plan:
         if not any(c.isalpha() for c in inline.plain):
             parts.extend(_written(nodes, start_tag))
             return
-        lead, sentence_units, afters = _sentences(inline, terms, is_rare, escape=True)
+        lead, sentence_units, afters = _sentences(inline, terms, is_rare, escape=True, conventions=conventions)
         first = len(units)
         units.extend(sentence_units)
         parts.append(lambda outputs: markup.escape_text(lead) + "".join(

@@ -338,16 +338,16 @@ def render(root: Element, text: str, places: dict[int, Placement], escape: bool,
     """The translation `text` with each element of the tree and each atom at its placement.
 
     `places` (and `pads`, the spaces written around an atom) are keyed by id() of elements and atoms.
-    Elements are clamped into their parent and after their earlier siblings, so the output nests
-    exactly as the source did.
+    Every element and atom is written, once, in the source's order: each is clamped into its parent
+    and after its earlier siblings (one the translation moved before them comes right after them), so
+    the output has exactly the source's tags, nested and in the order the source has them.
     """
     write_text = escape_text if escape else str
     pads = pads or {}
 
     def emit(element: Element, lo: int, hi: int) -> str:
         out, cursor = [], lo
-        children = sorted(element.children, key=lambda c: (places[id(c)].start, places[id(c)].end))
-        for child in children:
+        for child in sorted(element.children, key=_source_position):
             place = places[id(child)]
             start = min(max(place.start, cursor), hi)
             end = min(max(place.end, start), hi)
@@ -362,6 +362,11 @@ def render(root: Element, text: str, places: dict[int, Placement], escape: bool,
         return "".join(out)
 
     return emit(root, 0, len(text))
+
+
+def _source_position(item: Element | Atom) -> int:
+    """Where an element or atom stood in the source (a stable sort keeps parsed siblings in their order)."""
+    return item.position if isinstance(item, Atom) else item.start
 
 
 _ATTRIBUTE = re.compile(r"""(\s(""" + "|".join(TRANSLATED_ATTRIBUTES) + r""")\s*=\s*)("[^"]*"|'[^']*'|[^\s"'=<>`]+)""",
