@@ -295,7 +295,8 @@ async def test_source_auto_and_a_named_glossary(tiny_weights, tmp_path):
         auto = await post_file(client, "a.txt", text, source="auto")
         assert auto.status_code == 200 and auto.content == declared.content
         named = await post_file(client, "a.txt", text, glossary_name="zoo")
-        assert named.status_code == 200 and named.content.decode().count("feline") == 2
+        # The term opens each sentence here, where a lower-case term may take a capital.
+        assert named.status_code == 200 and named.content.decode().lower().count("feline") == 2
         unknown = await post_file(client, "a.txt", text, glossary_name="nope")
         assert unknown.status_code == 422 and "no glossary 'nope'" in unknown.text
 
