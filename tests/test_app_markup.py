@@ -13,6 +13,7 @@ from model.text.markup import parse_html
 from tests.app_fixtures import (  # noqa: F401 (fixtures)
     anyio_backend,
     one_torch_thread,
+    parse_sse,
     serving,
     tiny_weights,
 )
@@ -101,6 +102,33 @@ async def test_glossary_terms_keep_the_users_case_and_are_forced_while_decoding(
     assert forced == "TheTigerSalMon"
 
 
+async def test_a_streamed_translation_forces_its_glossary_terms_token_by_token(client):
+    """/translate/stream takes the glossary too: the term's tokens arrive as forced `token` events,
+    and `done` carries the same text /translate gives."""
+    body = {"source": "es", "target": "en", "text": "El gato come pescado.", "decoding": {"strategy": "greedy"},
+            "glossary": [{"source": "pescado", "target": "SalMon"}]}
+    response = await client.post("/translate/stream", json=body)
+    assert response.status_code == 200, response.text
+    events = parse_sse(response.text)
+    tokens = [data for name, data in events if name == "token"]
+    forced = "".join(t["token"] for t in tokens if t.get("forced")).replace("▁", "")
+    assert forced == "SalMon"
+    [done] = [data for name, data in events if name == "done"]
+    [alone] = await translate(client, body["text"], glossary=body["glossary"], decoding=body["decoding"])
+    assert done["translations"][0]["text"] == alone["text"] and alone["text"].count("SalMon") == 1
+
+
+async def test_a_streamed_translation_localises_numbers_as_translate_does(client):
+    body = {"source": "es", "target": "en", "text": "El gato come 3,5 kg de pescado.",
+            "decoding": {"strategy": "greedy"}}
+    response = await client.post("/translate/stream", json=body)
+    [done] = [data for name, data in parse_sse(response.text) if name == "done"]
+    [alone] = await translate(client, body["text"], decoding=body["decoding"])
+    [copied] = await translate(client, body["text"], decoding=body["decoding"], localize=False)
+    assert done["translations"][0]["text"] == alone["text"]
+    assert "3.5" in alone["text"] and "3,5" not in alone["text"] and "3,5" in copied["text"]
+
+
 async def test_a_glossary_term_inside_an_inline_element(client):
     [entry] = await translate(client, "<p>El <b>gato</b> come pescado.</p>", format="html",
                               glossary=[{"source": "gato", "target": "Kitty"}])
@@ -163,7 +191,6 @@ async def test_a_text_with_nothing_to_translate_comes_back_as_it_was(client):
 
 
 async def test_the_stream_puts_protected_spans_back_in_its_final_answer(client):
-    from tests.app_fixtures import parse_sse
 
     response = await client.post("/translate/stream", json={"text": "El gato come %s.", "source": "es", "target": "en"})
     events = parse_sse(response.text)

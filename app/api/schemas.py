@@ -147,6 +147,22 @@ class Output(BaseModel):
         return kinds
 
 
+class GlossaryTerm(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    source: str = Field(min_length=1, max_length=200, description="A term of the source text (whole words, "
+                        "any case).", examples=["Save as"])
+    target: str = Field(min_length=1, max_length=200, description="How the translation must say it.",
+                        examples=["Guardar como"])
+
+    @field_validator("source", "target")
+    @classmethod
+    def _words(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("a glossary term needs at least one non-space character")
+        return value.strip()
+
+
 class _TranslateOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
@@ -166,25 +182,30 @@ class _TranslateOptions(BaseModel):
         examples=[{"steps": True, "top_k": 3, "attention": "mean"}],
     )
 
+    glossary: list[GlossaryTerm] | None = Field(
+        None, max_length=500, description="Terms the translation must use: each source term found in the text "
+        "(whole words, any case) comes out as its target term, spelt exactly as given (a lower-case term "
+        "opening a sentence may take a capital), forced while decoding where the model reaches the source term.",
+        examples=[[{"source": "archivo", "target": "file"}]],
+    )
+    glossary_name: str | None = Field(
+        None, description="A named glossary loaded at startup (GET /glossaries lists them) for this direction; "
+        "combined with `glossary`, whose terms win.", examples=[None],
+    )
+    localize: bool = Field(
+        True, description="Numbers, percentages, currencies, dates and times come out in the target "
+        "language's conventions (CLDR): `3,5` ↔ `3.5`, `1.000.000` ↔ `1,000,000`, `5 de enero de 2024` ↔ "
+        "`January 5, 2024`, `17:30` ↔ `5:30 PM`; those inside URLs, paths, placeholders, code and version "
+        "strings never change. `false` copies them as written.", examples=[True],
+    )
+    glossary_match_accents: bool = Field(
+        True, description="Whether a source term must carry the text's accents to match (`menú` matches `menu` "
+        "only when false); case never matters for matching.", examples=[True],
+    )
+
     _source = field_validator("source")(check_source)
     _target = field_validator("target")(check_language)
     _two_languages = model_validator(mode="after")(two_languages)
-
-
-class GlossaryTerm(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-    source: str = Field(min_length=1, max_length=200, description="A term of the source text (whole words, "
-                        "any case).", examples=["Save as"])
-    target: str = Field(min_length=1, max_length=200, description="How the translation must say it.",
-                        examples=["Guardar como"])
-
-    @field_validator("source", "target")
-    @classmethod
-    def _words(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("a glossary term needs at least one non-space character")
-        return value.strip()
 
 
 class TranslateRequest(_TranslateOptions):
@@ -212,27 +233,6 @@ class TranslateRequest(_TranslateOptions):
         "`translate=\"no\"`/`notranslate` content untouched; title, alt and placeholder translated). "
         "Malformed HTML is a 422 saying where.", examples=["text"],
     )
-    glossary: list[GlossaryTerm] | None = Field(
-        None, max_length=500, description="Terms the translation must use: each source term found in the text "
-        "(whole words, any case) comes out as its target term, spelt exactly as given (a lower-case term "
-        "opening a sentence may take a capital), forced while decoding where the model reaches the source term.",
-        examples=[[{"source": "archivo", "target": "file"}]],
-    )
-    glossary_name: str | None = Field(
-        None, description="A named glossary loaded at startup (GET /glossaries lists them) for this direction; "
-        "combined with `glossary`, whose terms win.", examples=[None],
-    )
-    localize: bool = Field(
-        True, description="Numbers, percentages, currencies, dates and times come out in the target "
-        "language's conventions (CLDR): `3,5` ↔ `3.5`, `1.000.000` ↔ `1,000,000`, `5 de enero de 2024` ↔ "
-        "`January 5, 2024`, `17:30` ↔ `5:30 PM`; those inside URLs, paths, placeholders, code and version "
-        "strings never change. `false` copies them as written.", examples=[True],
-    )
-    glossary_match_accents: bool = Field(
-        True, description="Whether a source term must carry the text's accents to match (`menú` matches `menu` "
-        "only when false); case never matters for matching.", examples=[True],
-    )
-
     @field_validator("text", mode="before")
     @classmethod
     def _text(cls, value):

@@ -54,8 +54,8 @@ def prepare(req: TranslateRequest | StreamRequest, *, settings: Settings, models
         token_limit=source_token_limit(settings, loaded),
         # A stream answers one token sequence, and a prefix starts one, so only they are not split into sentences.
         split=isinstance(req, TranslateRequest) and not prefix,
-        terms=glossary_terms(req, source, glossaries) if isinstance(req, TranslateRequest) else [],
-        conventions=(source, req.target) if isinstance(req, TranslateRequest) and req.localize else None,
+        terms=glossary_terms(req, source, glossaries),
+        conventions=(source, req.target) if req.localize else None,
     )
     layouts = [sources.add(text, ("text",) if len(texts) == 1 else ("text", i)) for i, text in enumerate(texts)]
     layers = _Layers.asked(out, loaded, layouts)
@@ -105,7 +105,7 @@ def choose_model(models: dict[str, LoadedModel], *, name: str | None, source: st
     raise InputError(("target",), f"no loaded model translates {source} to {target}", "value_error")
 
 
-def glossary_terms(req: TranslateRequest, source: str, glossaries: Glossaries) -> list[glossary.Term]:
+def glossary_terms(req: TranslateRequest | StreamRequest, source: str, glossaries: Glossaries) -> list[glossary.Term]:
     """The request's glossary: the named one's terms, then its own (which win on the same source term)."""
     terms: dict[str, glossary.Term] = {}
     if req.glossary_name is not None:
