@@ -168,7 +168,7 @@ class Decoder:
         return self.continuous.submit(loaded.name, running_batch, request)
 
     def _decode_batch(self, items: list[_Item]) -> list[list[Hypothesis]]:
-        """Runs on the decode thread; the batcher only groups items with equal options and model."""
+        """Runs on a decode lane's thread; the batcher only groups items with equal options and model."""
         first = items[0]
         sources = [item.source_ids for item in items]
         options = sized(first.options, first.auto_length, sources)

@@ -37,7 +37,8 @@ log = logging.getLogger("app.scheduling.batching")
 
 
 class DecodeThread:
-    """The one thread that runs the model, jobs in submission order (CUDA state stays on one thread).
+    """A thread that runs the model (a decode lane's), jobs in submission order (on PyTorch there is
+    one, so CUDA state stays on one thread).
 
     It counts the jobs queued, so that a long-running job (the continuous batch) can step aside
     after a decoder step and let a beam batch or a streamed token run before it continues. `nice`
