@@ -59,7 +59,7 @@ def cpu_info() -> dict:
 
 
 def machine() -> dict:
-    info = {"python": platform.python_version(), "torch": torch.__version__, "cpu": cpu_info()["model_name"],
+    info = {"python": platform.python_version(), "torch": torch.__version__, "cpu": cpu_info(),
             "threads": torch.get_num_threads()}
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)

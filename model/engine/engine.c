@@ -200,11 +200,13 @@ static inline void int8_store(const Linear *L, int64_t nb, __m256i acc0, __m256i
     epilogue(yr + 8, _mm256_mul_ps(_mm256_mul_ps(d1, _mm256_loadu_ps(L->scale + nb * 8 + 8)), rs), bias ? bias + 8 : NULL, mode);
 }
 
-static inline __m256i broadcast4(const int8_t *p) {
+static inline int32_t quad(const void *p) {  /* four bytes as one int32, for a broadcast */
     int32_t four;
     memcpy(&four, p, 4);
-    return _mm256_set1_epi32(four);
+    return four;
 }
+
+static inline __m256i broadcast4(const int8_t *p) { return _mm256_set1_epi32(quad(p)); }
 
 /* Weights stream from memory when a few rows are multiplied (they outgrow the last-level cache, and
    small matrices end before the hardware prefetcher gets going), and waiting for them took as long
@@ -264,8 +266,9 @@ static void int8_tile_1(const Linear *L, const int8_t *xq, const float *xs, int6
     int8_store(L, nb, a00, a01, xs[m0], y + m0 * ldy + nb * 8, mode);
 }
 
-/* Each row scaled by its own largest magnitude onto [-63, 63], rounded to nearest (even). */
-static void quantize_rows(const float *x, int64_t rows, int64_t k, int8_t *q, float *scale) {
+/* Each row scaled by its own largest magnitude onto [-63, 63], rounded to nearest (even), stored plus
+   `shift` (64: the unsigned form the VNNI kernels read). */
+static void quantize_rows(const float *x, int64_t rows, int64_t k, int8_t shift, int8_t *q, float *scale) {
     for (int64_t r = 0; r < rows; r++) {
         const float *xr = x + r * k;
         __m256 m = _mm256_setzero_ps();
@@ -280,7 +283,7 @@ static void quantize_rows(const float *x, int64_t rows, int64_t k, int8_t *q, fl
         for (int64_t i = 0; i < k; i += 8) {
             __m256i v = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(xr + i), inv));  /* |v| <= 63 */
             __m128i w = _mm_packs_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-            _mm_storel_epi64((__m128i *)(q + r * k + i), _mm_packs_epi16(w, w));
+            _mm_storel_epi64((__m128i *)(q + r * k + i), _mm_add_epi8(_mm_packs_epi16(w, w), _mm_set1_epi8(shift)));
         }
     }
 }
@@ -341,12 +344,6 @@ FLOAT16_TILE(1)
         ROWS##MR(V_STORE)                                                                          \
     }
 
-static inline int32_t quad(const uint8_t *p) {
-    int32_t four;
-    memcpy(&four, p, 4);
-    return four;
-}
-
 /* As int8_store: y = (acc - 64 * column sum) * column scale * row scale (+ bias), then `mode`. */
 static inline AVX512_TARGET void int8_store16(const Linear *L, int64_t p, __m512i acc, float row_scale, float *yr,
                                               int mode) {
@@ -387,9 +384,7 @@ static AVX512_TARGET void linear_avx512_pair(const Linear *L, const float *x, co
    waking the other threads and a barrier: on the 2-vCPU AMD EPYC (Zen 4) measured, more than a
    single sentence's layers take, and now and then far more (one greedy batch-1 run in three fell
    from ~200 to ~15 sentences/s). Which thread computes a column never changes its bits. */
-#ifndef PARALLEL_MACS
 #define PARALLEL_MACS (1 << 24)
-#endif
 
 static inline int team(int64_t work, int threads) { return work < PARALLEL_MACS ? 1 : threads; }
 
@@ -402,11 +397,9 @@ static void linear(const Linear *L, const float *x, int64_t rows, float *y, int6
     if (L->int8) {
         xs = reused(&quantised_inputs, (size_t)rows * (sizeof(float) + (size_t)L->k));
         xq = (int8_t *)(xs + rows);
-        quantize_rows(x, rows, L->k, xq, xs);
+        quantize_rows(x, rows, L->k, L->kernels == AVX512_VNNI ? 64 : 0, xq, xs);
     }
     if (L->kernels == AVX512_VNNI) {
-        if (xq)
-            for (int64_t i = 0; i < rows * L->k; i++) xq[i] = (int8_t)(xq[i] + 64);  /* now q + 64: unsigned */
 #pragma omp parallel for schedule(static) num_threads(threads)
         for (int64_t p = 0; p < pairs; p++)
             linear_avx512_pair(L, x, (const uint8_t *)xq, xs, rows, p, y, ldy, mode,
