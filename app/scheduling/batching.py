@@ -1,7 +1,8 @@
 """Dynamic batching: texts waiting for the decoder are decoded in one model call.
 
-A decoder step costs nearly the same for one sentence as for sixteen, so serving concurrent
-callers together multiplies throughput. A text that reaches an idle decoder starts at once; the
+One decoder step for sixteen sentences costs far less than sixteen steps for one (on a GPU
+nearly the same as one), so serving concurrent callers together multiplies throughput; on the CPU
+engine, beam search gains least, as a single beam's rows already keep the int8 multipliers busy. A text that reaches an idle decoder starts at once; the
 texts that arrive while a batch decodes wait, and leave together as the next batch (BATCH_WINDOW_MS
 can make a first text wait for company, for devices where a bigger batch is worth the wait). Only
 texts with the same key (model and decoding options) share a batch; the oldest waiting text decides
