@@ -2,9 +2,10 @@
 
 One decoder step for sixteen sentences costs far less than sixteen steps for one (on a GPU
 nearly the same as one), so serving concurrent callers together multiplies throughput; on the CPU
-engine, beam search gains least, as a single beam's rows already keep the int8 multipliers busy. A text that reaches an idle decoder starts at once; the
-texts that arrive while a batch decodes wait, and leave together as the next batch (BATCH_WINDOW_MS
-can make a first text wait for company, for devices where a bigger batch is worth the wait). Only
+engine, beam search gains least, as a single beam's rows already keep the int8 multipliers busy.
+A text that reaches an idle decoder starts at once; the texts that arrive while a batch decodes
+wait, and leave together as the next batch (BATCH_WINDOW_MS can make a first text wait for
+company, for devices where a bigger batch is worth the wait). Only
 texts with the same key (model and decoding options) share a batch; the oldest waiting text decides
 which key goes next, so no key starves. Decoding runs on worker threads (decode lanes): torch and
 the C engine release the GIL, so the event loop keeps accepting requests.
